@@ -1,0 +1,102 @@
+"""Everything that depends on a transformers architecture's internals, in one place.
+
+Supported families: BERT, RoBERTa (encoders), BART, T5 (encoder-decoders), GPT-2 (decoder).
+Other modules ask this one for: the family and kind of a model, its layers in input-to-output order,
+its position limit, and hidden states computed from input embeddings.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+FAMILIES = {"bert": "encoder", "roberta": "encoder", "bart": "seq2seq", "t5": "seq2seq", "gpt2": "causal"}
+
+
+def family(model: nn.Module) -> str:
+    mt = model.config.model_type
+    if mt not in FAMILIES:
+        raise UserError(f"architecture {mt!r} is not supported; supported: {', '.join(FAMILIES)}")
+    return mt
+
+
+def lm_kind(model: nn.Module) -> str:
+    """``encoder``, ``seq2seq`` or ``causal``."""
+    return FAMILIES[family(model)]
+
+
+def _base(model: nn.Module) -> nn.Module:
+    """The bare transformer inside an LM-head wrapper (GPT2LMHeadModel.transformer, BartFor*.model)."""
+    for attr in ("transformer", "model"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module) and hasattr(inner, "config"):
+            return inner
+    return model
+
+
+def layers(model: nn.Module) -> list[nn.Module]:
+    """Transformer blocks from input to output (encoder blocks, then decoder blocks)."""
+    fam, base = family(model), _base(model)
+    if fam in ("bert", "roberta"):
+        return list(base.encoder.layer)
+    if fam == "gpt2":
+        return list(base.h)
+    if fam == "bart":
+        return list(base.encoder.layers) + list(base.decoder.layers)
+    return list(model.encoder.block) + list(model.decoder.block)  # t5
+
+
+def layer_prefixes(model: nn.Module) -> list[str]:
+    """Parameter-name prefixes of :func:`layers`, in the same order."""
+    ids = {id(m): n for n, m in model.named_modules()}
+    return [ids[id(layer)] + "." for layer in layers(model)]
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """Longest input the position embeddings allow; None for relative positions (T5)."""
+    cfg = model.config
+    if family(model) == "t5":
+        return None
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if family(model) == "roberta":
+        n -= cfg.pad_token_id + 1  # RoBERTa positions start after the padding index
+    return n
+
+
+def hidden_size(model: nn.Module) -> int:
+    cfg = model.config
+    return getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None) or cfg.n_embd
+
+
+def embed_tokens(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Word embeddings only (positions are added inside the model). (B, L) -> (B, L, H)."""
+    return model.get_input_embeddings()(input_ids)  # BART's embedding module applies its own scale
+
+
+def token_states(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token hidden states of the (encoder) stack. (B, L, H) -> (B, L, H)."""
+    fam = family(model)
+    if fam in ("bart", "t5"):
+        return model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    return _base(model)(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+
+
+def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One vector per sequence. (B, L, H) -> (B, H).
+
+    Encoders: the first token ([CLS] / <s>). GPT-2: the last real token (right padding). BART / T5:
+    the decoder's state at its start token, attending to the whole encoded input (as BART's own
+    classification head reads the decoder).
+    """
+    fam = family(model)
+    if fam in ("bert", "roberta"):
+        return token_states(model, embeds, mask)[:, 0]
+    if fam == "gpt2":
+        h = token_states(model, embeds, mask)  # (B, L, H)
+        last = mask.long().sum(1) - 1
+        return h[torch.arange(h.size(0), device=h.device), last]
+    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    start = torch.full((embeds.size(0), 1), model.config.decoder_start_token_id, device=embeds.device)
+    dec = model.get_decoder()(input_ids=start, encoder_hidden_states=enc, encoder_attention_mask=mask)
+    return dec.last_hidden_state[:, 0]
