@@ -126,8 +126,8 @@ def load_examples(spec: TaskSpec, role: str, data_dir: Path | str, few_shot_seed
         examples = _carve_grouped(examples, src.carve, spec.group_key)
     else:
         examples = carve(examples, src.carve)
-    if spec.task_type == "generation" and role != "train":
-        examples = _group_references(examples)
+    if spec.task_type == "generation" and role != "train" and spec.group_key:
+        examples = _group_references(examples)  # E2E: one evaluation example per MR, all its references
     elif spec.task_type == "generation":
         for e in examples:
             e["references"] = [e["target"]]

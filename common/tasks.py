@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError, unknown
+from .errors import UserError
 
 TASK_TYPES = ("classification", "regression", "token_classification", "multiple_choice", "generation")
 CROSSFIT_PREFIX = "crossfit/"
@@ -219,6 +219,15 @@ def task_names(data_dir: Path | str | None = None) -> list[str]:
     return names
 
 
+def _unknown_task(name: str, data_dir) -> UserError:
+    cf = crossfit_tasks(data_dir) if data_dir is not None else []
+    msg = f"unknown task {name!r}; valid tasks: {', '.join(_FIXED)}"
+    if cf:
+        msg += (f"; and {len(cf)} CrossFit tasks in the mirror, named crossfit/<task> "
+                f"(e.g. {', '.join(cf[:5])}, ...; list them all with `python -m common.tasks`)")
+    return UserError(msg)
+
+
 def get_task(name: str, data_dir: Path | str | None = None) -> TaskSpec:
     if name in _FIXED:
         return _FIXED[name]
@@ -229,7 +238,15 @@ def get_task(name: str, data_dir: Path | str | None = None) -> TaskSpec:
                             f"there is no hub id for CrossFit's few-shot splits")
         folder = Path(data_dir) / "crossfit" / task
         if not folder.is_dir():
-            raise unknown("task", name, task_names(data_dir))
+            raise _unknown_task(name, data_dir)
         return crossfit_spec(task, folder)
-    raise unknown("task", name, task_names(data_dir),
-                  hint="CrossFit tasks are named crossfit/<task> (task=crossfit task.name=crossfit/<task>)")
+    raise _unknown_task(name, data_dir)
+
+
+if __name__ == "__main__":  # python -m common.tasks: list every task with its type and metrics
+    from .paths import resolve_data_dir
+
+    d = resolve_data_dir(None)
+    for n in task_names(d):
+        t = get_task(n, d)
+        print(f"{n:45s} {t.task_type:22s} {','.join(t.metrics)}")

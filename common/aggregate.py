@@ -1,0 +1,93 @@
+"""Run records -> one long-format CSV per experiment.
+
+``python -m common.aggregate --paper lora --experiment glue`` reads
+``results/records/lora/glue/*.json`` and writes ``results/lora/glue.csv`` with one row per
+(run, split, metric): ``task, method, seed, split, metric, value, trainable_params, total_params,
+model, scale, commit`` plus every config key that varies across the experiment's runs (the swept keys).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UserError
+from .paths import RECORDS_DIR, RESULTS_DIR
+from .records import flatten, write_atomic
+
+BASE_COLUMNS = ["task", "method", "seed", "split", "metric", "value", "trainable_params", "total_params",
+                "model", "scale", "commit"]
+# Config keys already in the base columns, or bookkeeping that never counts as "swept".
+_NOT_SWEPT = {"task.name", "method.name", "seed", "model.name", "scale", "paper", "experiment", "records_dir",
+              "force", "data.dir", "trainer.progress", "trainer.num_threads", "trainer.device"}
+
+
+def load_records(folder: Path) -> list[dict]:
+    recs = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed run record {path}: {e.msg} at line {e.lineno}") from None
+        if rec.get("status") == "completed":
+            recs.append(rec)
+    return recs
+
+
+def swept_keys(records: list[dict]) -> list[str]:
+    flats = [flatten(r["config"]) for r in records]
+    keys = sorted({k for f in flats for k in f} - _NOT_SWEPT)
+    return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+
+
+def to_frame(records: list[dict]) -> pd.DataFrame:
+    swept = swept_keys(records)
+    rows = []
+    for r in records:
+        flat = flatten(r["config"])
+        for split, metrics in r["final"].items():
+            for metric, value in metrics.items():
+                rows.append({"task": r["task"], "method": r["method"], "seed": r["seed"], "split": split,
+                             "metric": metric, "value": value, "trainable_params": r["trainable_params"],
+                             "total_params": r["total_params"], "model": r["model"], "scale": r["scale"],
+                             "commit": (r["git"].get("commit") or "")[:12],
+                             **{k: flat.get(k) for k in swept}})
+    return pd.DataFrame(rows, columns=BASE_COLUMNS + swept)
+
+
+def aggregate(records_dir: Path, out_csv: Path) -> pd.DataFrame:
+    if not records_dir.is_dir():
+        raise UserError(f"no records folder {records_dir}")
+    records = load_records(records_dir)
+    if not records:
+        raise UserError(f"no completed run records in {records_dir}")
+    df = to_frame(records).sort_values(["task", "method", "seed", "split", "metric"], kind="stable")
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    write_atomic(out_csv, buf.getvalue())
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paper", required=True)
+    ap.add_argument("--experiment", required=True)
+    ap.add_argument("--records-dir", type=Path, default=RECORDS_DIR)
+    ap.add_argument("--out", type=Path, default=None, help="default: results/<paper>/<experiment>.csv")
+    a = ap.parse_args(argv)
+    out = a.out or RESULTS_DIR / a.paper / f"{a.experiment}.csv"
+    try:
+        df = aggregate(a.records_dir / a.paper / a.experiment, out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({len(df)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Task registry and data: mirror sizes, deterministic splits, clear errors, collation and bucketing."""
+import json
+import random
+
+import pytest
+
+from common.data import (Collator, LengthBucketSampler, carve, load_examples, load_raw, padding_fraction,
+                         read_jsonl, subsample, tokenize, DataArgs)
+from common.errors import UserError
+from common.paths import resolve_data_dir
+from common.tasks import CROSSFIT_SEEDS, TASK_TYPES, crossfit_tasks, get_task, task_names
+
+FIXED = [n for n in task_names() if not n.startswith("crossfit/")]
+
+
+def _counts(mirror):
+    return json.loads((mirror / "counts.json").read_text())
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_fixed_task_loads_with_mirror_sizes(mirror, name):
+    spec = get_task(name, mirror)
+    assert spec.task_type in TASK_TYPES and spec.metrics
+    counts = _counts(mirror)
+    sizes = {role: len(load_raw(spec, role, mirror)) for role in spec.splits}
+    for role, src in spec.splits.items():
+        assert sizes[role] == counts[f"{spec.folder}/{src.file}"], role
+    ex = {role: load_examples(spec, role, mirror) for role in spec.splits}
+    carved = [r for r, s in spec.splits.items() if s.carve]
+    if carved and not spec.group_key:  # held-out dev + rest = the whole file, disjoint
+        assert len(ex["train"]) + len(ex["dev"]) == sizes["train"]
+    if spec.labels and spec.task_type == "classification":
+        assert {e["label"] for e in ex["train"]} <= set(range(len(spec.labels)))
+
+
+def test_every_crossfit_task_is_discovered_and_loads(mirror):
+    summary = json.loads((mirror / "crossfit" / "_summary.json").read_text())
+    names = crossfit_tasks(mirror)
+    assert {n.split("/", 1)[1] for n in names} == set(summary)
+    for name in names:
+        spec = get_task(name, mirror)
+        task = name.split("/", 1)[1]
+        for seed in CROSSFIT_SEEDS:
+            assert len(load_examples(spec, "train", mirror, seed)) == summary[task][f"train_{seed}"]
+            assert len(load_examples(spec, "dev", mirror, seed)) == summary[task][f"dev_{seed}"]
+        if "test" in spec.splits:
+            assert len(load_raw(spec, "test", mirror)) == summary[task]["test"]
+        else:
+            assert "test" not in summary[task]
+
+
+def test_crossfit_types_follow_options(mirror):
+    mc = get_task("crossfit/ai2_arc", mirror)
+    gen = get_task("crossfit/squad-no_context", mirror)
+    assert mc.task_type == "multiple_choice" and gen.task_type == "generation"
+    ex = load_examples(mc, "train", mirror)[0]
+    assert ex["options"][ex["label"]] in ex["options"]
+
+
+def test_e2e_train_dev_share_no_meaning_representation(mirror):
+    spec = get_task("e2e_nlg", mirror)
+    train = {e["source"] for e in load_examples(spec, "train", mirror)}
+    dev = load_examples(spec, "dev", mirror)
+    assert train and dev and not train & {e["source"] for e in dev}
+    assert max(len(e["references"]) for e in dev) > 1  # grouped multi-reference evaluation
+
+
+def test_carve_and_subsample_are_deterministic_and_disjoint():
+    rows = list(range(1000))
+    hold, rest = carve(rows, "holdout"), carve(rows, "rest")
+    assert len(hold) == 100 and set(hold).isdisjoint(rest) and sorted(hold + rest) == rows
+    assert carve(rows, "holdout") == hold
+    assert subsample(rows, 10, seed=0) == subsample(rows, 10, seed=0) != subsample(rows, 10, seed=1)
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    f = tmp_path / "train.jsonl"
+    f.write_text('{"sentence": "ok", "label": 1}\n{"sentence": "broken", \n')
+    with pytest.raises(UserError, match=r"train\.jsonl line 2"):
+        read_jsonl(f)
+
+
+def test_missing_data_dir_says_where_and_how(tmp_path):
+    with pytest.raises(UserError) as e:
+        resolve_data_dir(str(tmp_path / "nowhere"))
+    assert "nowhere" in str(e.value) and "data.dir" in str(e.value)
+
+
+def test_unknown_task_lists_valid_names(mirror):
+    with pytest.raises(UserError) as e:
+        get_task("sst3", mirror)
+    assert "sst2" in str(e.value) and "crossfit/" in str(e.value)
+
+
+def test_hub_without_network_names_the_dataset():
+    with pytest.raises(UserError) as e:
+        load_examples(get_task("rte"), "test", "hub")
+    assert "nyu-mll/glue" in str(e.value) and "data.dir" in str(e.value)
+
+
+def test_token_classification_labels_first_subtoken(mirror, tokenizer):
+    spec = get_task("conll2003", mirror)
+    ex = load_examples(spec, "train", mirror, max_n=20)
+    items = tokenize(ex, spec, tokenizer, "encoder", DataArgs(max_seq_len=128))
+    for e, it in zip(ex, items):
+        kept = [l for l in it["labels"] if l != -100]
+        assert kept == e["tags"][: len(kept)]
+
+
+def test_collator_pads_dynamically(tokenizer):
+    items = [{"input_ids": [101, 5, 102], "label": 0, "index": 0}, {"input_ids": [101, 102], "label": 1, "index": 1}]
+    b = Collator(tokenizer.pad_token_id, "classification")(items)
+    assert b["input_ids"].shape == (2, 3) and b["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_bucketing_covers_every_example_once_and_cuts_padding():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 128) for _ in range(2000)]
+    plain = list(LengthBucketSampler(lengths, 32, shuffle=True, seed=1, bucket=False))
+    bucketed = list(LengthBucketSampler(lengths, 32, shuffle=True, seed=1))
+    assert sorted(i for b in bucketed for i in b) == list(range(2000))
+    assert padding_fraction(lengths, bucketed) < 0.5 * padding_fraction(lengths, plain)
+    s = LengthBucketSampler(lengths, 32, shuffle=True, seed=1)
+    s.set_epoch(2)
+    assert list(s) != bucketed  # a new order every epoch

@@ -1,0 +1,91 @@
+"""Trainer, run records and the aggregator, end to end at smoke scale on tiny models."""
+import json
+
+import pandas as pd
+import pytest
+
+from common.aggregate import BASE_COLUMNS, aggregate
+from common.demo import compose
+from common.records import record_path
+from common.run import run
+
+
+def smoke_cfg(tmp_path, *overrides):
+    return compose(["scale=smoke", "model=tiny-bert", f"records_dir={tmp_path}", *overrides])
+
+
+def test_same_seed_same_metrics_and_a_complete_record(tmp_path):
+    a = run(smoke_cfg(tmp_path / "a", "method=bitfit", "trainer.epochs=2"))
+    b = run(smoke_cfg(tmp_path / "b", "method=bitfit", "trainer.epochs=2"))
+    assert a["final"] == b["final"]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    for key in ("config", "git", "environment", "data_sizes", "trainable_params", "total_params", "history",
+                "final", "wall_time_s", "peak_memory_mb", "status", "seed"):
+        assert key in a, key
+    assert a["status"] == "completed" and len(a["history"]) == 2
+    assert a["data_sizes"] == {"train": 32, "dev": 32, "test": 32}
+    assert a["environment"]["packages"]["torch"] and "commit" in a["git"]
+    assert a["final"]["dev"] == max((h["dev"] for h in a["history"]), key=lambda d: d["accuracy"])
+
+
+def test_other_seed_other_run(tmp_path):
+    a = run(smoke_cfg(tmp_path, "method=full_ft", "seed=1"))
+    b = run(smoke_cfg(tmp_path, "method=full_ft", "seed=2"))
+    assert a["run_id"] != b["run_id"]
+    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in b["history"]]
+
+
+def test_completed_record_is_skipped_unless_forced(tmp_path):
+    cfg = smoke_cfg(tmp_path, "method=head_only")
+    first = run(cfg)
+    path = record_path(cfg)
+    stamp = path.stat().st_mtime_ns
+    assert run(cfg)["finished_at"] == first["finished_at"] and path.stat().st_mtime_ns == stamp
+    cfg["force"] = True
+    run(cfg)
+    assert path.stat().st_mtime_ns != stamp
+    assert not list(path.parent.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("task,model,method", [
+    ("copa", "tiny-roberta", "full_ft"),  # multiple choice, FewGLUE splits
+    ("conll2003", "tiny-bert", "prompt_tuning"),  # token classification
+    ("stsb", "tiny-bart", "layernorm"),  # regression on an encoder-decoder
+    ("multirc", "tiny-bert", "bitfit"),  # grouped EM
+    ("e2e_nlg", "tiny-gpt2", "full_ft"),  # causal generation
+    ("e2e_nlg", "tiny-t5", "prompt_tuning"),  # seq2seq generation
+    ("crossfit/ai2_arc", "tiny-bert", "top_k"),  # CrossFit multiple choice
+])
+def test_each_task_type_runs_end_to_end(tmp_path, mirror, task, model, method):
+    task_args = ["task=crossfit", f"task.name={task}"] if task.startswith("crossfit/") else [f"task={task}"]
+    rec = run(compose(["scale=smoke", f"model={model}", f"method={method}", f"records_dir={tmp_path}", *task_args]))
+    from common.tasks import get_task
+
+    spec = get_task(task, mirror)
+    assert set(rec["final"]) == {"dev", "test"}
+    for metrics in rec["final"].values():
+        assert list(metrics) == list(spec.metrics) and all(-100 <= v <= 100 for v in metrics.values())
+    assert rec["primary_metric"] == spec.metrics[0]
+
+
+def test_aggregator_csv_matches_records(tmp_path):
+    for m in ("bitfit", "head_only"):
+        for seed in (1, 2):
+            run(smoke_cfg(tmp_path, f"method={m}", f"seed={seed}", "experiment=baselines"))
+    run(smoke_cfg(tmp_path, "method=bitfit", "method.lr=5e-4", "seed=1", "experiment=baselines"))
+    folder = tmp_path / "common" / "baselines"
+    out = tmp_path / "out" / "baselines.csv"
+    aggregate(folder, out)
+    df = pd.read_csv(out)
+    assert list(df.columns[: len(BASE_COLUMNS)]) == BASE_COLUMNS
+    swept = list(df.columns[len(BASE_COLUMNS):])
+    assert swept == ["method.lr"]  # the one config key that varies across these runs
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    assert len(df) == sum(len(m) for r in records for m in r["final"].values())
+    for r in records:
+        for split, metrics in r["final"].items():
+            for metric, value in metrics.items():
+                row = df[(df.method == r["method"]) & (df.seed == r["seed"]) & (df.split == split)
+                         & (df.metric == metric) & (df["method.lr"] == r["config"]["method"]["lr"])]
+                assert len(row) == 1 and row["value"].iloc[0] == pytest.approx(value)
+                assert row["trainable_params"].iloc[0] == r["trainable_params"]
