@@ -123,3 +123,12 @@ def test_bucketing_covers_every_example_once_and_cuts_padding():
     s = LengthBucketSampler(lengths, 32, shuffle=True, seed=1)
     s.set_epoch(2)
     assert list(s) != bucketed  # a new order every epoch
+
+
+def test_sst2_mirror_caveat_still_holds(mirror):
+    """The README warns that the mirror's SST-2 is Vietnamese; fail (and update it) if that changes."""
+    import re
+
+    ex = load_examples(get_task("sst2", mirror), "test", mirror)
+    share = sum(bool(re.search(r"[^\x00-\x7f]", e["text_a"])) for e in ex) / len(ex)
+    assert share > 0.99
