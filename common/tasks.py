@@ -55,6 +55,7 @@ class TaskSpec:
     metrics: tuple[str, ...] = ("accuracy",)  # first = the one best checkpoints are chosen on
     hub_splits: dict[str, Split] | None = None  # when the hub's splits differ from the mirror's
     group_key: str | None = None  # example field that groups rows (MultiRC question, E2E meaning repr.)
+    text_fields: tuple[str, ...] = ()  # raw fields the formatter reads (label field aside)
     note: str = ""
 
     @property
@@ -118,53 +119,56 @@ def _crossfit_gen(r: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- registry
-def _glue(name, task_type, fmt, labels, metrics, note=""):
+def _glue(name, task_type, fields, labels, metrics, note=""):
     # GLUE test labels are hidden: report on validation ("test"), select on a held-out part of train.
     splits = {"train": Split("train.jsonl", "train", "rest"), "dev": Split("train.jsonl", "train", "holdout"),
               "test": Split("validation.jsonl", "validation")}
+    fmt = _single(*fields) if len(fields) == 1 else _pair(*fields)
     return TaskSpec(name, "glue", task_type, f"glue/{name}", "nyu-mll/glue", name, splits, fmt, labels, metrics,
-                    note=note)
+                    text_fields=fields, note=note)
 
 
-def _super_glue(name, task_type, fmt, labels, metrics, folder=None, group_key=None):
+def _super_glue(name, task_type, fields, fmt, labels, metrics, folder=None, group_key=None):
     folder = folder or name
     splits = {"train": Split("train.jsonl", "train"), "dev": Split("dev32.jsonl", None),
               "test": Split("validation.jsonl", "validation")}
     # The hub has the full train set and no dev32: hold out part of train instead.
     hub = {"train": Split(None, "train", "rest"), "dev": Split(None, "train", "holdout"),
            "test": Split(None, "validation")}
+    fmt = fmt or _pair(*fields)
     return TaskSpec(name, "super_glue", task_type, f"super_glue/{folder}", "aps/super_glue", folder, splits, fmt,
-                    labels, metrics, hub_splits=hub, group_key=group_key)
+                    labels, metrics, hub_splits=hub, group_key=group_key, text_fields=fields)
 
 
 _ENT = ("entailment", "not_entailment")
 _FIXED: dict[str, TaskSpec] = {t.name: t for t in [
-    _glue("sst2", "classification", _single("sentence"), ("negative", "positive"), ("accuracy",),
+    _glue("sst2", "classification", ("sentence",), ("negative", "positive"), ("accuracy",),
           note="The local mirror's SST-2 sentences are a Vietnamese machine translation of GLUE SST-2 "
                "(labels unchanged); English SST-2 sentences exist only in crossfit/glue-sst2."),
-    _glue("cola", "classification", _single("sentence"), ("unacceptable", "acceptable"), ("mcc", "accuracy")),
-    _glue("rte", "classification", _pair("sentence1", "sentence2"), _ENT, ("accuracy",)),
-    _glue("mrpc", "classification", _pair("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+    _glue("cola", "classification", ("sentence",), ("unacceptable", "acceptable"), ("mcc", "accuracy")),
+    _glue("rte", "classification", ("sentence1", "sentence2"), _ENT, ("accuracy",)),
+    _glue("mrpc", "classification", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
           ("accuracy", "f1")),
-    _glue("stsb", "regression", _pair("sentence1", "sentence2"), None, ("pearson", "spearman")),
-    _glue("wnli", "classification", _pair("sentence1", "sentence2"), ("not_entailment", "entailment"),
+    _glue("stsb", "regression", ("sentence1", "sentence2"), None, ("pearson", "spearman")),
+    _glue("wnli", "classification", ("sentence1", "sentence2"), ("not_entailment", "entailment"),
           ("accuracy",)),
-    _super_glue("boolq", "classification", _pair("question", "passage"), ("False", "True"), ("accuracy",)),
-    _super_glue("cb", "classification", _pair("premise", "hypothesis"), ("entailment", "contradiction", "neutral"),
+    _super_glue("boolq", "classification", ("question", "passage"), None, ("False", "True"), ("accuracy",)),
+    _super_glue("cb", "classification", ("premise", "hypothesis"), None, ("entailment", "contradiction", "neutral"),
                 ("accuracy", "macro_f1")),
-    _super_glue("copa", "multiple_choice", _copa, None, ("accuracy",)),
-    _super_glue("superglue_rte", "classification", _pair("premise", "hypothesis"), _ENT, ("accuracy",),
+    _super_glue("copa", "multiple_choice", ("premise", "question", "choice1", "choice2"), _copa, None, ("accuracy",)),
+    _super_glue("superglue_rte", "classification", ("premise", "hypothesis"), None, _ENT, ("accuracy",),
                 folder="rte"),
-    _super_glue("wic", "classification", _wic, ("False", "True"), ("accuracy",)),
-    _super_glue("wsc", "classification", _wsc, ("False", "True"), ("accuracy",)),
-    _super_glue("multirc", "classification", _multirc, ("False", "True"), ("f1a", "em"), group_key="group"),
+    _super_glue("wic", "classification", ("word", "sentence1", "sentence2"), _wic, ("False", "True"), ("accuracy",)),
+    _super_glue("wsc", "classification", ("text", "span1_text", "span2_text"), _wsc, ("False", "True"), ("accuracy",)),
+    _super_glue("multirc", "classification", ("paragraph", "question", "answer"), _multirc, ("False", "True"), ("f1a", "em"), group_key="group"),
     TaskSpec("conll2003", "conll", "token_classification", "conll2003", "eriktks/conll2003", None,
              {r: Split(f"{f}.jsonl", f) for r, f in [("train", "train"), ("dev", "validation"), ("test", "test")]},
-             _conll, CONLL_TAGS, ("entity_f1",)),
+             _conll, CONLL_TAGS, ("entity_f1",), text_fields=("tokens",)),
     TaskSpec("e2e_nlg", "e2e", "generation", "e2e_nlg", "tuetschek/e2e_nlg", None,
              {"train": Split("validation.jsonl", "train", "rest"), "dev": Split("validation.jsonl", "train", "holdout"),
               "test": Split("test.jsonl", "test")},
              _e2e, None, ("rougeL", "token_f1", "em"), group_key="group",
+             text_fields=("meaning_representation", "human_reference"),
              hub_splits={"train": Split(None, "train"), "dev": Split(None, "validation"), "test": Split(None, "test")},
              note="The mirror has no E2E train split: train/dev are disjoint meaning representations of the "
                   "official validation set."),
@@ -201,7 +205,8 @@ def crossfit_spec(task: str, folder: Path) -> TaskSpec:
         splits["test"] = Split("{task}_test.jsonl", None)
     return TaskSpec(CROSSFIT_PREFIX + task, "crossfit", "multiple_choice" if has_options else "generation",
                     f"crossfit/{task}", None, None, splits, _crossfit_mc if has_options else _crossfit_gen,
-                    None, metrics, note="" if listed else "metric chosen by rule (task not in IPT's list)")
+                    None, metrics, text_fields=("input", "options") if has_options else ("input",),
+                    note="" if listed else "metric chosen by rule (task not in IPT's list)")
 
 
 def crossfit_tasks(data_dir: Path | str) -> list[str]:

@@ -23,6 +23,7 @@ def test_fixed_task_loads_with_mirror_sizes(mirror, name):
     assert spec.task_type in TASK_TYPES and spec.metrics
     counts = _counts(mirror)
     sizes = {role: len(load_raw(spec, role, mirror)) for role in spec.splits}
+    assert spec.text_fields and set(spec.text_fields) <= set(load_raw(spec, "train", mirror)[0])
     for role, src in spec.splits.items():
         assert sizes[role] == counts[f"{spec.folder}/{src.file}"], role
     ex = {role: load_examples(spec, role, mirror) for role in spec.splits}
@@ -40,6 +41,7 @@ def test_every_crossfit_task_is_discovered_and_loads(mirror):
     for name in names:
         spec = get_task(name, mirror)
         task = name.split("/", 1)[1]
+        assert set(spec.text_fields) <= set(load_raw(spec, "train", mirror)[0])
         for seed in CROSSFIT_SEEDS:
             assert len(load_examples(spec, "train", mirror, seed)) == summary[task][f"train_{seed}"]
             assert len(load_examples(spec, "dev", mirror, seed)) == summary[task][f"dev_{seed}"]
