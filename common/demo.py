@@ -38,7 +38,8 @@ def bar_chart(df, path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(df["method"], df["test"], color="#4C72B0")
     for i, (v, pct) in enumerate(zip(df["test"], df["trainable_%"])):
-        ax.text(i, v + 0.5, f"{v:.1f}\n{pct:.2g}% params", ha="center", va="bottom", fontsize=8)
+        share = f"{pct:.0f}%" if pct >= 1 else f"{pct:.2g}%"
+        ax.text(i, v + 0.5, f"{v:.1f}\n{share} params", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 110)
     ax.set_title(title, fontsize=10)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nSST-2 (local mirror), MiniLM, demo budget — accuracy (%)")
     print(table[["method", "dev", "test", "trainable_params", "trainable_%"]]
           .to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    bar_chart(table, out / "baselines.png", "Baselines on SST-2 (MiniLM, 2000 train examples, 1 epoch)")
+    bar_chart(table, out / "baselines.png", "Baselines on SST-2 (local mirror), MiniLM, demo budget (scale=demo)")
     print(f"\nwrote {out / 'baselines.csv'} and {out / 'baselines.png'} in {time.time() - t0:.0f} s")
     return 0
 
