@@ -47,6 +47,29 @@ def layers(model: nn.Module) -> list[nn.Module]:
     return list(model.encoder.block) + list(model.decoder.block)  # t5
 
 
+def self_attention(layer: nn.Module) -> nn.Module:
+    """The self-attention module of one block (never cross-attention); its forward calls the
+    attention interface with per-head keys / values (B, heads, L, d)."""
+    for path in ("attention.self", "attn", "self_attn", "layer.0.SelfAttention"):
+        mod = layer
+        try:
+            for part in path.split("."):
+                mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
+        except (AttributeError, IndexError, TypeError):
+            continue
+        return mod
+    raise UserError(f"no self-attention found in {type(layer).__name__}; supported: {', '.join(FAMILIES)}")
+
+
+def attention_shape(model: nn.Module) -> tuple[int, int]:
+    """(heads, head_dim) of the self-attention in every block."""
+    cfg = model.config
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None) or cfg.n_head
+    if family(model) == "t5":
+        return heads, cfg.d_kv
+    return heads, hidden_size(model) // heads
+
+
 def layer_prefixes(model: nn.Module) -> list[str]:
     """Parameter-name prefixes of :func:`layers`, in the same order."""
     ids = {id(m): n for n, m in model.named_modules()}
@@ -74,15 +97,30 @@ def embed_tokens(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     return model.get_input_embeddings()(input_ids)  # BART's embedding module applies its own scale
 
 
-def token_states(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def shifted_positions(model: nn.Module, mask: torch.Tensor, offset: int) -> torch.Tensor | None:
+    """Position ids starting ``offset`` later, as when ``offset`` cached positions precede the input
+    (what ``past_key_values`` prefixes do in BERT, RoBERTa and GPT-2). None = the model's default.
+    BART's encoder and T5 take no position ids: the offset does not apply to them."""
+    fam = family(model)
+    if offset == 0 or fam in ("bart", "t5"):
+        return None
+    if fam == "roberta":  # RoBERTa counts non-padding tokens from padding_idx + 1 (its own formula)
+        m = mask.long()
+        return (torch.cumsum(m, 1) + offset) * m + model.config.pad_token_id
+    return torch.arange(offset, offset + mask.size(1), device=mask.device).unsqueeze(0).expand_as(mask)
+
+
+def token_states(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, position_offset: int = 0) -> torch.Tensor:
     """Per-token hidden states of the (encoder) stack. (B, L, H) -> (B, L, H)."""
     fam = family(model)
     if fam in ("bart", "t5"):
         return model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-    return _base(model)(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    pos = shifted_positions(model, mask, position_offset)
+    kw = {"position_ids": pos} if pos is not None else {}
+    return _base(model)(inputs_embeds=embeds, attention_mask=mask, **kw).last_hidden_state
 
 
-def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, position_offset: int = 0) -> torch.Tensor:
     """One vector per sequence. (B, L, H) -> (B, H).
 
     Encoders: the first token ([CLS] / <s>). GPT-2: the last real token (right padding). BART / T5:
@@ -91,9 +129,9 @@ def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> 
     """
     fam = family(model)
     if fam in ("bert", "roberta"):
-        return token_states(model, embeds, mask)[:, 0]
+        return token_states(model, embeds, mask, position_offset)[:, 0]
     if fam == "gpt2":
-        h = token_states(model, embeds, mask)  # (B, L, H)
+        h = token_states(model, embeds, mask, position_offset)  # (B, L, H)
         last = mask.long().sum(1) - 1
         return h[torch.arange(h.size(0), device=h.device), last]
     enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state

@@ -146,6 +146,7 @@ class TaskModel(nn.Module):
         self.backbone, self.task_type, self.num_labels = backbone, task_type, num_labels
         self.kind = arch.lm_kind(backbone)
         self.input_transform: nn.Module | None = None
+        self.position_offset = 0  # set by methods whose prefixes shift the input's positions (P-Tuning v2)
         H = arch.hidden_size(backbone)
         self.dropout = nn.Dropout(dropout)
         if task_type == "generation":
@@ -173,12 +174,12 @@ class TaskModel(nn.Module):
         if t == "generation":
             return self._lm_forward(embeds, mask, labels, P)
         if t == "token_classification":
-            h = arch.token_states(self.backbone, embeds, mask)[:, P:]  # drop prompt positions: (B, L, H)
+            h = arch.token_states(self.backbone, embeds, mask, self.position_offset)[:, P:]  # drop prompt positions: (B, L, H)
             logits = self.head(self.dropout(h))  # (B, L, C)
             loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100) \
                 if labels is not None else None
             return {"loss": loss, "logits": logits}
-        pooled = arch.pooled_state(self.backbone, embeds, mask)  # (B, H)
+        pooled = arch.pooled_state(self.backbone, embeds, mask, self.position_offset)  # (B, H)
         logits = self.head(self.dropout(pooled))
         if t == "regression":
             logits = logits.squeeze(-1)  # (B,)
