@@ -24,29 +24,25 @@ BASELINES = ("full_ft", "head_only", "bitfit", "layernorm", "top_k", "prompt_tun
 PROMPT_LEN = 20  # prompt_tuning's default; its sequences are 20 positions longer than the others'
 
 
-def measure_one(method: str, seq_len: int, batch_size: int, steps: int, warmup: int, threads: int | None) -> dict:
+def minilm_batch(tok, batch_size: int, seq_len: int) -> dict:
+    """A fixed batch of random word-piece ids of exactly ``seq_len`` (no padding)."""
     import torch
 
-    from .methods import attach_method
-    from .models import build_task_model
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, len(tok), (batch_size, seq_len), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (batch_size,))}
+
+
+def time_steps(loss_fn, trainable: list, batch_size: int, steps: int, warmup: int) -> dict:
+    """Examples/s over ``steps`` full optimiser steps (after ``warmup``) and the process's peak memory."""
+    import torch
+
     from .trainer import peak_memory_mb
 
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model, tok = build_task_model("minilm", "classification", 2)
-    cfg = {"name": method, **({"prompt_len": PROMPT_LEN} if method == "prompt_tuning" else {})}
-    params = attach_method(model, cfg, max_seq_len=seq_len)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, len(tok), (batch_size, seq_len), generator=g)  # word-piece ids, no padding
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (batch_size,))}
-    trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-5)
-    model.train()
 
     def step():
-        loss = model(batch)["loss"]
-        loss.backward()
+        loss_fn().backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -57,9 +53,46 @@ def measure_one(method: str, seq_len: int, batch_size: int, steps: int, warmup: 
     for _ in range(steps):
         step()
     dt = time.perf_counter() - t0
-    return {"method": method, "seq_len": seq_len, "batch_size": batch_size, "steps": steps,
-            "train_examples_per_s": steps * batch_size / dt, "peak_rss_mb": peak_memory_mb(torch.device("cpu")),
-            "threads": torch.get_num_threads(), **params}
+    return {"train_examples_per_s": steps * batch_size / dt, "peak_rss_mb": peak_memory_mb(torch.device("cpu")),
+            "threads": torch.get_num_threads()}
+
+
+def measure_one(method_cfg: dict, seq_len: int, batch_size: int, steps: int, warmup: int) -> dict:
+    import torch
+
+    from .methods import attach_method, load_plugins
+    from .models import build_task_model
+
+    load_plugins()
+    torch.manual_seed(0)
+    model, tok = build_task_model("minilm", "classification", 2)
+    params = attach_method(model, method_cfg, max_seq_len=seq_len)
+    batch = minilm_batch(tok, batch_size, seq_len)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return {**time_steps(lambda: model(batch)["loss"], trainable, batch_size, steps, warmup), **params}
+
+
+def in_subprocess(module: str, args: list[str]) -> dict:
+    """Run ``python -m module --one ...`` (a fresh process: its peak memory is its own) and read its JSON."""
+    p = subprocess.run([sys.executable, "-m", module, "--one", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{module} --one {' '.join(args)} failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def write_csv(rows: list[dict], out: Path) -> None:
+    import pandas as pd
+
+    from .records import environment, git_state, write_atomic
+
+    env = environment()
+    df = pd.DataFrame(rows).assign(commit=(git_state()["commit"] or "")[:12], dirty=git_state()["dirty"],
+                                   device="cpu", torch=env["packages"]["torch"], platform=env["platform"])
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    write_atomic(out, buf.getvalue())
+    print(f"wrote {out}")
 
 
 def padding_rows(task: str, batch_size: int, max_seq_len: int) -> list[dict]:
@@ -92,23 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--padding-task", default="rte")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "bench" / "baselines.csv")
-    ap.add_argument("--one", nargs=2, metavar=("METHOD", "LEN"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=2, metavar=("METHOD_JSON", "LEN"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     if a.one:
-        print(json.dumps(measure_one(a.one[0], int(a.one[1]), a.batch_size, a.steps, a.warmup, a.threads)))
+        print(json.dumps(measure_one(json.loads(a.one[0]), int(a.one[1]), a.batch_size, a.steps, a.warmup)))
         return 0
-
-    import pandas as pd
-
-    from .records import environment, git_state, write_atomic
 
     rows = []
     for L in a.lengths:
         for m in a.methods:
-            cmd = [sys.executable, "-m", "common.bench", "--one", m, str(L), "--batch-size", str(a.batch_size),
-                   "--steps", str(a.steps), "--warmup", str(a.warmup)] + (["--threads", str(a.threads)] if a.threads else [])
-            p = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-            r = json.loads(p.stdout.strip().splitlines()[-1])
+            cfg = {"name": m, **({"prompt_len": PROMPT_LEN} if m == "prompt_tuning" else {})}
+            r = in_subprocess("common.bench", [json.dumps(cfg), str(L), "--batch-size", str(a.batch_size),
+                                               "--steps", str(a.steps), "--warmup", str(a.warmup)]
+                              + (["--threads", str(a.threads)] if a.threads else []))
             print(f"{m:14s} L={L:4d}  {r['train_examples_per_s']:7.1f} ex/s  peak RSS {r['peak_rss_mb']:7.0f} MB")
             for metric in ("train_examples_per_s", "peak_rss_mb"):
                 rows.append({"bench": "train_step", "task": "synthetic", "method": m, "seq_len": L,
@@ -117,13 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += padding_rows(a.padding_task, a.batch_size, max(a.lengths))
     for r in rows[-3:]:
         print(f"padding ({r['task']}, batch {r['batch_size']}): {r['metric']} = {r['value']:.3f}")
-    env = environment()
-    df = pd.DataFrame(rows).assign(commit=(git_state()["commit"] or "")[:12], dirty=git_state()["dirty"],
-                                   device="cpu", torch=env["packages"]["torch"], platform=env["platform"])
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    write_atomic(a.out, buf.getvalue())
-    print(f"wrote {a.out}")
+    write_csv(rows, a.out)
     return 0
 
 

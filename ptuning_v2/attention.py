@@ -6,9 +6,9 @@ registered *attention function* that receives per-head ``query, key, value`` of 
 implementation, ``"deep_prompt"``: it prepends the module's prefix keys / values (if the module has
 one), widens the attention mask by ``P`` always-visible columns (and T5's relative position bias by
 ``P`` zero columns), then runs PyTorch's scaled-dot-product attention. Modules without a prefix run
-exactly as under ``"sdpa"``. Masks are always materialised (boolean, ``True`` = attend): with a
+exactly as under ``"sdpa"``. Causal masks are always materialised (boolean, ``True`` = attend): with a
 prefix the key length differs from the query length, so SDPA's implicit causal flag would align
-the triangle wrongly.
+the triangle wrongly (a bidirectional mask may stay None when nothing is padded: all keys visible).
 
 Because the prefix is added inside the attention call rather than through ``past_key_values``, it
 survives cache refactors, works during generation (the cache holds only real tokens; the prefix is
@@ -29,7 +29,9 @@ _ATTR = "_deep_prompt_kv"  # set on self-attention modules; a callable (B, dtype
 def _mask_fn(*args, **kwargs):
     from transformers.masking_utils import sdpa_mask
 
-    kwargs.update(allow_is_causal_skip=False, allow_is_bidirectional_skip=False)  # always a 4-D bool mask
+    # Causal masks are always materialised (with a prefix, SDPA's implicit causal flag would align the
+    # triangle to the wrong corner); bidirectional ones may stay None when nothing is padded (faster).
+    kwargs["allow_is_causal_skip"] = False
     return sdpa_mask(*args, **kwargs)
 
 
