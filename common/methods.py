@@ -100,6 +100,8 @@ def to_config(cfg: Any) -> Any:
         return cfg
     name = cfg.get("name")
     if name not in METHODS:
+        load_plugins()  # a fresh process (e.g. a joblib worker) may not have imported the paper packages yet
+    if name not in METHODS:
         raise unknown("method", name, METHODS)
     cls = METHODS[name].config_cls
     valid = {f.name for f in fields(cls)}
