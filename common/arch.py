@@ -27,8 +27,9 @@ def lm_kind(model: nn.Module) -> str:
 
 
 def _base(model: nn.Module) -> nn.Module:
-    """The bare transformer inside an LM-head wrapper (GPT2LMHeadModel.transformer, BartFor*.model)."""
-    for attr in ("transformer", "model"):
+    """The bare transformer inside an LM-head wrapper (GPT2LMHeadModel.transformer, BartFor*.model,
+    BertForMaskedLM.bert, RobertaForMaskedLM.roberta)."""
+    for attr in ("transformer", "model", "bert", "roberta"):  # GPT-2 / BART / masked-LM wrappers
         inner = getattr(model, attr, None)
         if isinstance(inner, nn.Module) and hasattr(inner, "config"):
             return inner

@@ -184,3 +184,37 @@ def test_unsupported_backbone_is_named():
     backbone = DistilBertModel(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
     with pytest.raises(UserError, match="'distilbert' is not supported; supported: bert, roberta, bart, t5, gpt2"):
         TaskModel(backbone, "classification", 2)
+
+
+@pytest.mark.parametrize("family", ["tiny-bert", "tiny-roberta"])
+def test_verbalizer_head_with_deep_prompts(tmp_path, family):
+    from ptuning_v2.verbalizer import add_mask, build_verbalizer_model
+
+    torch.manual_seed(0)
+    model, tok = build_verbalizer_model(family, ["no", "yes"])
+    attach_method(model, {"name": "deep_prompt", "prefix_len": 3, "prefix_dropout": 0.0})
+    assert count_params(model)[0] == model.deep_prompt.prefix.numel()  # the LM head stays frozen
+    b = add_mask(tok(["it rains today", "sunny"], padding=True, return_tensors="pt"), tok)
+    b["labels"] = torch.tensor([0, 1])
+    assert ((b["input_ids"] == tok.mask_token_id).sum(1) == 1).all()
+    out = model(b)
+    assert out["logits"].shape == (2, 2)
+    out["loss"].backward()
+    assert model.deep_prompt.prefix.grad.abs().sum() > 0
+    model.eval()
+    ref = model(b)["logits"]
+    path = save_trainable(model, tmp_path)
+    fresh, _ = build_verbalizer_model(family, ["no", "yes"])
+    torch.manual_seed(5)
+    attach_method(fresh, {"name": "deep_prompt", "prefix_len": 3, "prefix_dropout": 0.0})
+    load_trainable(fresh, path)
+    torch.testing.assert_close(fresh.eval()(b)["logits"], ref)
+
+
+def test_verbalizer_needs_a_masked_lm_backbone():
+    from ptuning_v2.verbalizer import build_verbalizer_model
+
+    with pytest.raises(UserError, match="no MLM head|has none"):
+        build_verbalizer_model("minilm", ["no", "yes"])
+    with pytest.raises(UserError, match="one token"):
+        build_verbalizer_model("tiny-bert", ["no", "absolutely-not-one-piece"])

@@ -1,0 +1,130 @@
+"""P-Tuning v2's tables and figures from ``results/ptuning_v2/*.csv`` (never from memory).
+
+    python -m ptuning_v2.plots      # writes main_table.md, depth.png, reparam.png into results/ptuning_v2/
+
+Every number is the median over seeds of the task's primary metric on the test split (official
+validation for GLUE), with the seed range; learning rates were chosen on dev.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from common.paths import RESULTS_DIR
+from common.tasks import get_task
+
+from . import paper
+
+OUT = RESULTS_DIR / "ptuning_v2"
+LABELS = {"ft": "FT", "pt": "PT", "pt2": "PT-2"}
+
+
+def primary(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Rows of each task's primary metric on ``split``."""
+    keep = pd.Series([get_task(t).primary_metric == m for t, m in zip(df.task, df.metric)], index=df.index)
+    return df[keep & (df.split == split)]
+
+
+def seed_summary(df: pd.DataFrame, by: list[str], split: str = "test") -> pd.DataFrame:
+    """Median, min and max over seeds of the primary metric, per group ``by``."""
+    g = primary(df, split).groupby(by)["value"]
+    return pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.count()}).reset_index()
+
+
+def _cell(row) -> str:
+    return f"{row['median']:.1f} [{row['min']:.1f}, {row['max']:.1f}]"
+
+
+def main_table(df: pd.DataFrame) -> str:
+    """Markdown: ours (median [min, max] of 3 seeds, test) beside the paper's BERT-large / RoBERTa-large."""
+    df = df[df["selected"]]
+    s = seed_summary(df, ["task", "method"])
+    params = df.groupby(["task", "method"])[["trainable_params", "total_params"]].first()
+    lines = ["| task (metric) | FT (ours) | PT (ours) | PT-2 (ours) | PT-2 trainable | paper BERT-large FT / PT / PT-2 "
+             "| paper RoBERTa-large FT / PT / PT-2 |", "|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(df.task):
+        cells = []
+        for m in ("ft", "pt", "pt2"):
+            hit = s[(s.task == task) & (s.method == m)]
+            cells.append(_cell(hit.iloc[0]) if len(hit) else "—")
+        pt2 = params.loc[(task, "pt2")] if (task, "pt2") in params.index else None
+        share = f"{100 * pt2.trainable_params / pt2.total_params:.2f}%" if pt2 is not None else "—"
+        ref = paper.MAIN.get(task, {})
+        only = paper.PT2_ONLY.get(task, {})
+        bert = " / ".join(f"{v:g}" for v in ref["BERT-large"]) if "BERT-large" in ref else "—"
+        rob = (" / ".join(f"{v:g}" for v in ref["RoBERTa-large"]) if "RoBERTa-large" in ref
+               else (f"— / — / {only['RoBERTa-large']:g}" if "RoBERTa-large" in only else "—"))
+        lines.append(f"| {task} ({get_task(task).primary_metric}) | {' | '.join(cells)} | {share} | {bert} | {rob} |")
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def depth_figure(df: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    s = seed_summary(df, ["task", "order", "n_layers"])
+    tasks = list(dict.fromkeys(s.task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for order, style in (("ascending", "o-"), ("descending", "s--")):
+            d = s[(s.task == task) & (s.order == order)].sort_values("n_layers")
+            label = "layers 1..k" if order == "ascending" else "layers 7-k..6"
+            ax.errorbar(d.n_layers, d["median"], yerr=[d["median"] - d["min"], d["max"] - d["median"]],
+                        fmt=style, capsize=3, label=label)
+        ax.set_xlabel("k (layers with prompts)")
+        ax.set_ylabel(f"{get_task(task).primary_metric} (test)")
+        ax.set_title(f"{task}: MiniLM, median of seeds, range bars", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def reparam_figure(df: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    s = seed_summary(df, ["task", "reparam", "prompt_len"])
+    tasks = list(dict.fromkeys(s.task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for rp, style in (("embedding", "o-"), ("mlp", "s--")):
+            d = s[(s.task == task) & (s.reparam == rp)].sort_values("prompt_len")
+            ax.errorbar(d.prompt_len, d["median"], yerr=[d["median"] - d["min"], d["max"] - d["median"]],
+                        fmt=style, capsize=3, label=rp)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("prompt length")
+        ax.set_ylabel(f"{get_task(task).primary_metric} (test)")
+        ax.set_title(f"{task}: MiniLM, median of seeds, range bars", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(out: Path = OUT) -> int:
+    done = []
+    if (out / "main.csv").is_file():
+        table = main_table(pd.read_csv(out / "main.csv"))
+        (out / "main_table.md").write_text(table + "\n")
+        print(table)
+        done.append("main_table.md")
+    if (out / "depth.csv").is_file():
+        depth_figure(pd.read_csv(out / "depth.csv"), out / "depth.png")
+        done.append("depth.png")
+    if (out / "reparam.csv").is_file():
+        reparam_figure(pd.read_csv(out / "reparam.csv"), out / "reparam.png")
+        done.append("reparam.png")
+    print(f"wrote {', '.join(done) or 'nothing (no CSVs yet)'} in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
