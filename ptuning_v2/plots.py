@@ -69,44 +69,38 @@ def _plt():
     return plt
 
 
-def depth_figure(df: pd.DataFrame, path: Path) -> None:
+def _curves(df: pd.DataFrame, line: str, styles: dict[str, tuple[str, str]], x: str, xlabel: str, path: Path,
+            log2x: bool = False) -> None:
+    """One panel per task: the seed median of the primary metric against ``x``, one line per ``line``
+    value (``styles``: value -> (marker style, legend label)), bars from the seed min to max."""
     plt = _plt()
-    s = seed_summary(df, ["task", "order", "n_layers"])
+    s = seed_summary(df, ["task", line, x])
     tasks = list(dict.fromkeys(s.task))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for order, style in (("ascending", "o-"), ("descending", "s--")):
-            d = s[(s.task == task) & (s.order == order)].sort_values("n_layers")
-            label = "layers 1..k" if order == "ascending" else "layers 7-k..6"
-            ax.errorbar(d.n_layers, d["median"], yerr=[d["median"] - d["min"], d["max"] - d["median"]],
+        for value, (style, label) in styles.items():
+            d = s[(s.task == task) & (s[line] == value)].sort_values(x)
+            ax.errorbar(d[x], d["median"], yerr=[d["median"] - d["min"], d["max"] - d["median"]],
                         fmt=style, capsize=3, label=label)
-        ax.set_xlabel("k (layers with prompts)")
+        if log2x:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{get_task(task).primary_metric} (test)")
         ax.set_title(f"{task}: MiniLM, median of seeds, range bars", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def depth_figure(df: pd.DataFrame, path: Path) -> None:
+    _curves(df, "order", {"ascending": ("o-", "layers 1..k"), "descending": ("s--", "layers 7-k..6")},
+            "n_layers", "k (layers with prompts)", path)
 
 
 def reparam_figure(df: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
-    s = seed_summary(df, ["task", "reparam", "prompt_len"])
-    tasks = list(dict.fromkeys(s.task))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for rp, style in (("embedding", "o-"), ("mlp", "s--")):
-            d = s[(s.task == task) & (s.reparam == rp)].sort_values("prompt_len")
-            ax.errorbar(d.prompt_len, d["median"], yerr=[d["median"] - d["min"], d["max"] - d["median"]],
-                        fmt=style, capsize=3, label=rp)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("prompt length")
-        ax.set_ylabel(f"{get_task(task).primary_metric} (test)")
-        ax.set_title(f"{task}: MiniLM, median of seeds, range bars", fontsize=9)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _curves(df, "reparam", {"embedding": ("o-", "embedding"), "mlp": ("s--", "mlp")}, "prompt_len",
+            "prompt length", path, log2x=True)
 
 
 def main(out: Path = OUT) -> int:
