@@ -60,6 +60,40 @@ def main_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, reparam: pd.DataFrame | None) -> str:
+    """The numbers each README claim rests on (medians over seeds, test split), as Markdown."""
+    out = []
+    if main is not None:
+        s = seed_summary(main[main["selected"]], ["task", "method"]).pivot(index="task", columns="method",
+                                                                          values="median")
+        out += ["(a) PT-2 vs PT and vs FT — median test score, difference in points:", "",
+                "| task | FT | PT | PT-2 | PT-2 − PT | PT-2 − FT |", "|---|---:|---:|---:|---:|---:|"]
+        for task, r in s.iterrows():
+            out.append(f"| {task} | {r.ft:.1f} | {r.pt:.1f} | {r.pt2:.1f} | {r.pt2 - r.pt:+.1f} | {r.pt2 - r.ft:+.1f} |")
+        out.append("")
+    if depth is not None:
+        s = seed_summary(depth, ["task", "order", "n_layers"]).pivot(index=["task", "n_layers"], columns="order",
+                                                                    values="median")
+        out += ["(b) Equal depth k, prompts in the top k layers (descending) minus the bottom k (ascending):", "",
+                "| task | " + " | ".join(f"k={k}" for k in range(1, 6)) + " | top wins |", "|---|" + "---:|" * 6]
+        for task in dict.fromkeys(t for t, _ in s.index):
+            diffs = [s.loc[(task, k), "descending"] - s.loc[(task, k), "ascending"] for k in range(1, 6)
+                     if (task, k) in s.index]
+            out.append(f"| {task} | " + " | ".join(f"{d:+.1f}" for d in diffs)
+                       + f" | {sum(d > 0 for d in diffs)} of {len(diffs)} |")
+        out.append("")
+    if reparam is not None:
+        s = seed_summary(reparam, ["task", "reparam", "prompt_len"])
+        out += ["(c) Best prompt length per task and parameterisation (median test score):", "",
+                "| task | reparam | best length | score at best | score at length 1 | score at length 64 |",
+                "|---|---|---:|---:|---:|---:|"]
+        for (task, rp), g in s.groupby(["task", "reparam"]):
+            g = g.set_index("prompt_len")["median"]
+            out.append(f"| {task} | {rp} | {g.idxmax()} | {g.max():.1f} | {g.get(1, float('nan')):.1f} | "
+                       f"{g.get(64, float('nan')):.1f} |")
+    return "\n".join(out)
+
+
 def _plt():
     import matplotlib
 
@@ -116,6 +150,13 @@ def main(out: Path = OUT) -> int:
     if (out / "reparam.csv").is_file():
         reparam_figure(pd.read_csv(out / "reparam.csv"), out / "reparam.png")
         done.append("reparam.png")
+    frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
+              for n in ("main", "depth", "reparam")}
+    if any(f is not None for f in frames.values()):
+        evidence = claim_evidence(frames["main"], frames["depth"], frames["reparam"])
+        (out / "claims.md").write_text(evidence + "\n")
+        print(evidence)
+        done.append("claims.md")
     print(f"wrote {', '.join(done) or 'nothing (no CSVs yet)'} in {out}")
     return 0
 
