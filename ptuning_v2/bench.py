@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the summary is their median")
     ap.add_argument("--out", default=str(RESULTS_DIR / "bench" / "ptuning_v2.csv"))
     ap.add_argument("--one", nargs=2, metavar=("CONFIG", "LEN"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -67,16 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r))
         return 0
     rows = []
-    for L in a.lengths:
-        for name in CONFIGS:
-            r = in_subprocess("ptuning_v2.bench", [name, str(L), "--batch-size", str(a.batch_size),
-                                                   "--steps", str(a.steps), "--warmup", str(a.warmup)])
-            print(f"{name:18s} L={L:4d} {r['train_examples_per_s']:7.1f} ex/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
-                  f"trainable {r['trainable_params']}")
-            for metric in ("train_examples_per_s", "peak_rss_mb"):
-                rows.append({"bench": "train_step", "method": name, "prefix_len": PREFIX_LEN, "seq_len": L,
-                             "batch_size": a.batch_size, "metric": metric, "value": r[metric],
-                             "trainable_params": r["trainable_params"], "threads": r["threads"]})
+    for rep in range(a.repeats):  # round-robin, so a slow spell of the machine hits every configuration alike
+        for L in a.lengths:
+            for name in CONFIGS:
+                r = in_subprocess("ptuning_v2.bench", [name, str(L), "--batch-size", str(a.batch_size),
+                                                       "--steps", str(a.steps), "--warmup", str(a.warmup)])
+                for metric in ("train_examples_per_s", "peak_rss_mb"):
+                    rows.append({"bench": "train_step", "method": name, "prefix_len": PREFIX_LEN, "seq_len": L,
+                                 "batch_size": a.batch_size, "repeat": rep, "metric": metric, "value": r[metric],
+                                 "trainable_params": r["trainable_params"], "threads": r["threads"]})
+    import pandas as pd
+
+    summary = pd.DataFrame(rows).groupby(["seq_len", "method", "metric"])["value"].agg(["median", "min", "max"])
+    print(summary.round(1).to_string())
     from pathlib import Path
 
     write_csv(rows, Path(a.out))

@@ -94,6 +94,20 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
     return "\n".join(out)
 
 
+def bench_table(df: pd.DataFrame) -> str:
+    """Markdown: median [min, max] over repeats of training throughput and peak RSS per configuration."""
+    g = df.groupby(["seq_len", "method", "metric"])["value"]
+    s = pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max()})
+    lines = ["| length | configuration | trainable | train ex/s, median [min, max] | peak RSS MB, median |",
+             "|---:|---|---:|---|---:|"]
+    params = df.groupby("method")["trainable_params"].first()
+    for (L, m), _ in s.groupby(level=[0, 1], sort=False):
+        t, mem = s.loc[(L, m, "train_examples_per_s")], s.loc[(L, m, "peak_rss_mb")]
+        lines.append(f"| {L} | {m} | {int(params[m]):,} | {t['median']:.1f} [{t['min']:.1f}, {t['max']:.1f}] | "
+                     f"{mem['median']:.0f} |")
+    return "\n".join(lines)
+
+
 def _plt():
     import matplotlib
 
@@ -150,6 +164,9 @@ def main(out: Path = OUT) -> int:
     if (out / "reparam.csv").is_file():
         reparam_figure(pd.read_csv(out / "reparam.csv"), out / "reparam.png")
         done.append("reparam.png")
+    bench = RESULTS_DIR / "bench" / "ptuning_v2.csv"
+    if bench.is_file():
+        print(bench_table(pd.read_csv(bench)))
     frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
               for n in ("main", "depth", "reparam")}
     if any(f is not None for f in frames.values()):
