@@ -67,10 +67,15 @@ def _carve_grouped(examples: list[dict], part: str | None, key: str) -> list[dic
     return [e for e in examples if e[key] in chosen]
 
 
+def splits_of(spec: TaskSpec, data_dir: Path | str) -> dict:
+    """The split table that applies: the hub's when reading from the hub and it differs, else the mirror's."""
+    return spec.hub_splits if (data_dir == HUB and spec.hub_splits) else spec.splits
+
+
 def load_raw(spec: TaskSpec, role: str, data_dir: Path | str, few_shot_seed: int = 13) -> list[dict]:
     """Raw rows of one split role, before formatting, from the mirror or the hub."""
     use_hub = data_dir == HUB
-    splits = spec.hub_splits if (use_hub and spec.hub_splits) else spec.splits
+    splits = splits_of(spec, data_dir)
     if role not in splits:
         raise UserError(f"task {spec.name!r} has no {role!r} split; it has: {', '.join(splits)}")
     src = splits[role]
@@ -113,7 +118,7 @@ def subsample(items: list, n: int | None, seed: int = 0) -> list:
 def load_examples(spec: TaskSpec, role: str, data_dir: Path | str, few_shot_seed: int = 13,
                   max_n: int | None = None, subsample_seed: int = 0) -> list[dict]:
     """Formatted examples of a split role (see :mod:`common.tasks` for their shapes)."""
-    src = (spec.hub_splits if data_dir == HUB and spec.hub_splits else spec.splits)[role]
+    src = splits_of(spec, data_dir)[role]
     raw = load_raw(spec, role, data_dir, few_shot_seed)
     examples = []
     for i, row in enumerate(raw):
