@@ -55,7 +55,10 @@ class TrainerConfig:
     progress: bool = True
     log_every: int = 50
     num_beams: int = 1  # generation tasks
+    length_penalty: float = 1.0  # beam search: score / length**length_penalty (LoRA's E2E: 0.8)
+    no_repeat_ngram_size: int = 0  # beam search: forbid repeated n-grams (LoRA's E2E: 4); 0 = off
     max_new_tokens: int = 64
+    label_smoothing: float = 0.0  # cross-entropy losses (LoRA's E2E: 0.1)
     save_checkpoint: bool = False  # write the best trainable state to the run's scratch folder
 
 

@@ -11,22 +11,10 @@ import sys
 import time
 
 from .errors import UserError
-from .paths import REPO_ROOT, SCRATCH_DIR
+from .paths import SCRATCH_DIR
+from .sweep import compose
 
 BASELINES = ("full_ft", "head_only", "bitfit", "layernorm", "top_k", "prompt_tuning")
-
-
-def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from .config import register_configs
-
-    register_configs()
-    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 def bar_chart(df, path, title: str) -> None:

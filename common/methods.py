@@ -47,16 +47,24 @@ class MethodSpec:
     config_cls: type
     attach: Callable[[TaskModel, Any], None]
     extra_positions: Callable[[Any], int] = lambda cfg: 0  # input positions the method adds (prompts)
+    for_inference: Callable[[TaskModel], None] = lambda model: None  # e.g. LoRA merges B A into W
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, config_cls: type, extra_positions: Callable[[Any], int] | None = None):
+def register_method(name: str, config_cls: type, extra_positions: Callable[[Any], int] | None = None,
+                    for_inference: Callable[[TaskModel], None] | None = None):
     def deco(fn):
-        METHODS[name] = MethodSpec(config_cls, fn, extra_positions or (lambda cfg: 0))
+        METHODS[name] = MethodSpec(config_cls, fn, extra_positions or (lambda cfg: 0),
+                                   for_inference or (lambda model: None))
         return fn
     return deco
+
+
+def prepare_inference(model: TaskModel, cfg: Any) -> None:
+    """After training: put the model in its inference form (a no-op for most methods; LoRA merges)."""
+    METHODS[to_config(cfg).name].for_inference(model)
 
 
 def load_plugins() -> None:

@@ -2,7 +2,8 @@
 
 Classification: accuracy, macro-F1, binary F1, MCC (scikit-learn). Regression: Pearson / Spearman
 (SciPy). NER: entity-level micro-F1 (seqeval, IOB2). Generation: exact match and token F1 after
-SQuAD normalisation, ROUGE-L F (rouge-score), each the maximum over an example's references.
+SQuAD normalisation, ROUGE-L F (rouge-score), each the maximum over an example's references; the E2E
+challenge's BLEU / NIST / METEOR / ROUGE-L / CIDEr in ``nlg_metrics``.
 MultiRC: F1a (binary F1 over all answer options) and EM (a question counts only if all its options
 are right).
 """
@@ -106,6 +107,14 @@ LABEL_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1, "f1": binary_f1, "f
 TEXT_METRICS = {"em": exact_match, "token_f1": token_f1, "rougeL": rouge_l}
 
 
+def _text_metric(name: str):
+    if name in TEXT_METRICS:
+        return TEXT_METRICS[name]
+    from .nlg_metrics import E2E_METRICS  # bleu, nist, meteor, rougeL_e2e, cider
+
+    return E2E_METRICS[name]
+
+
 def compute(metric_names: Sequence[str], task_type: str, preds, labels, groups=None) -> dict[str, float]:
     """Metrics of one evaluation; ``preds`` / ``labels`` as produced by the trainer for ``task_type``."""
     out = {}
@@ -113,9 +122,9 @@ def compute(metric_names: Sequence[str], task_type: str, preds, labels, groups=N
         if task_type == "token_classification":
             out[m] = entity_f1(preds, labels)
         elif task_type == "generation":
-            out[m] = TEXT_METRICS[m](preds, labels)
+            out[m] = _text_metric(m)(preds, labels)
         elif m == "em" and groups is not None:
             out[m] = multirc_em(preds, labels, groups)
         else:
             out[m] = LABEL_METRICS[m](preds, labels)
-    return out
+    return {k: v for k, v in out.items() if v is not None}  # None: not computable here (METEOR without WordNet)

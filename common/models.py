@@ -147,6 +147,7 @@ class TaskModel(nn.Module):
         self.kind = arch.lm_kind(backbone)
         self.input_transform: nn.Module | None = None
         self.position_offset = 0  # set by methods whose prefixes shift the input's positions (P-Tuning v2)
+        self.label_smoothing = 0.0  # of every cross-entropy loss; the trainer sets it from trainer.label_smoothing
         H = arch.hidden_size(backbone)
         self.dropout = nn.Dropout(dropout)
         if task_type == "generation":
@@ -176,7 +177,8 @@ class TaskModel(nn.Module):
         if t == "token_classification":
             h = arch.token_states(self.backbone, embeds, mask, self.position_offset)[:, P:]  # drop prompt positions: (B, L, H)
             logits = self.head(self.dropout(h))  # (B, L, C)
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100) \
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                   label_smoothing=self.label_smoothing) \
                 if labels is not None else None
             return {"loss": loss, "logits": logits}
         pooled = arch.pooled_state(self.backbone, embeds, mask, self.position_offset)  # (B, H)
@@ -186,16 +188,25 @@ class TaskModel(nn.Module):
             loss = F.mse_loss(logits, labels) if labels is not None else None
         elif t == "multiple_choice":
             logits = _per_example(logits.squeeze(-1), batch["n_choices"])  # (B, max options), -inf padded
-            loss = F.cross_entropy(logits, labels) if labels is not None else None
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) \
+                if labels is not None else None
         else:
-            loss = F.cross_entropy(logits, labels) if labels is not None else None
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) \
+                if labels is not None else None
         return {"loss": loss, "logits": logits}
 
     def _lm_forward(self, embeds, mask, labels, P):
         if self.kind == "causal" and P and labels is not None:
             labels = F.pad(labels, (P, 0), value=-100)  # no loss on prompt positions
         out = self.backbone(inputs_embeds=embeds, attention_mask=mask, labels=labels)
-        return {"loss": out.loss, "logits": None}
+        if labels is None or not self.label_smoothing:
+            return {"loss": out.loss, "logits": None}
+        logits = out.logits  # (B, T, V); the model's own loss has no label smoothing: recompute it
+        if self.kind == "causal":
+            logits, labels = logits[:, :-1], labels[:, 1:]  # predict token t+1 from position t
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                               label_smoothing=self.label_smoothing)
+        return {"loss": loss, "logits": None}
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], pad_id: int, **gen_kwargs) -> list[list[int]]:

@@ -60,3 +60,33 @@ if __name__ == "__main__":  # python -m common.plots: redraw results/bench/basel
     frame = pd.read_csv(RESULTS_DIR / "bench" / "baselines.csv")
     plot_throughput(frame, RESULTS_DIR / "bench" / "baselines.png")
     print(bench_markdown(frame))
+
+
+# ----------------------------------------------------------------------------- shared by the papers' plots
+def primary(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Rows of an aggregated CSV (common.aggregate) holding each task's primary metric on ``split``."""
+    from .tasks import get_task
+
+    keep = pd.Series([get_task(t).primary_metric == m for t, m in zip(df.task, df.metric)], index=df.index)
+    return df[keep & (df.split == split)]
+
+
+def seed_summary(df: pd.DataFrame, by: list[str], split: str = "test") -> pd.DataFrame:
+    """Median, min and max over seeds of the primary metric, per group ``by``."""
+    g = primary(df, split).groupby(by)["value"]
+    return pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.count()}).reset_index()
+
+
+def cell(row) -> str:
+    """``median [min, max]`` of a :func:`seed_summary` row."""
+    return f"{row['median']:.1f} [{row['min']:.1f}, {row['max']:.1f}]"
+
+
+def mpl():
+    """matplotlib.pyplot with the file-only Agg backend (no display here, nor in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

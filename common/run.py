@@ -17,7 +17,7 @@ import torch
 
 from . import records
 from .data import DataArgs, load_examples, resolve_task, tokenize
-from .methods import attach_method, save_trainable, to_config
+from .methods import attach_method, prepare_inference, save_trainable, to_config
 from .models import build_task_model
 from .paths import SCRATCH_DIR
 from .trainer import evaluate, fit, peak_memory_mb, pick_device, set_seed
@@ -66,6 +66,7 @@ def run(cfg: dict) -> dict:
     device = pick_device(tcfg.device)
     final = {"dev": out["best"]["dev"]}
     if "test" in items:
+        prepare_inference(model, method_cfg)  # test metrics come from the deployable form (LoRA: merged)
         final["test"] = evaluate(model, items["test"], spec, tok, tcfg, device)
     if tc["save_checkpoint"]:
         save_trainable(model, SCRATCH_DIR / "checkpoints" / path.stem, method_cfg)

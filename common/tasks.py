@@ -167,7 +167,7 @@ _FIXED: dict[str, TaskSpec] = {t.name: t for t in [
     TaskSpec("e2e_nlg", "e2e", "generation", "e2e_nlg", "tuetschek/e2e_nlg", None,
              {"train": Split("validation.jsonl", "train", "rest"), "dev": Split("validation.jsonl", "train", "holdout"),
               "test": Split("test.jsonl", "test")},
-             _e2e, None, ("rougeL", "token_f1", "em"), group_key="group",
+             _e2e, None, ("bleu", "nist", "meteor", "rougeL_e2e", "cider"), group_key="group",
              text_fields=("meaning_representation", "human_reference"),
              hub_splits={"train": Split(None, "train"), "dev": Split(None, "validation"), "test": Split(None, "test")},
              note="The mirror has no E2E train split: train/dev are disjoint meaning representations of the "

@@ -65,12 +65,14 @@ def evaluate(model: TaskModel, items: list[dict], spec: TaskSpec, tok, cfg: Trai
     t = spec.task_type
     preds: list = [None] * len(items)
     if t == "generation":
+        gen_kwargs = {"max_new_tokens": cfg.max_new_tokens, "num_beams": cfg.num_beams, "do_sample": False}
+        if cfg.num_beams > 1:
+            gen_kwargs.update(length_penalty=cfg.length_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size)
         order = sorted(range(len(items)), key=lambda i: len(items[i]["prompt_ids"]))
         for s in range(0, len(order), cfg.eval_batch_size):
             chunk = order[s:s + cfg.eval_batch_size]
             with _autocast(device, cfg.bf16):
-                out = model.generate([items[i]["prompt_ids"] for i in chunk], tok.pad_token_id,
-                                     max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams)
+                out = model.generate([items[i]["prompt_ids"] for i in chunk], tok.pad_token_id, **gen_kwargs)
             for i, ids in zip(chunk, out):
                 preds[i] = tok.decode(ids, skip_special_tokens=True).strip()
         return M.compute(spec.metrics, t, preds, [it["references"] for it in items])
@@ -101,6 +103,7 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
     """Train; returns ``{"history", "best"}`` and leaves the best dev checkpoint loaded in ``model``."""
     device = pick_device(cfg.device)
     model.to(device)
+    model.label_smoothing = cfg.label_smoothing
     params = [p for p in model.parameters() if p.requires_grad]
     # no weight decay on biases and norms (standard for BERT-style fine-tuning)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from common.bench import in_subprocess, minilm_batch, time_steps, write_csv
+from common.bench import add_repeat_args, measure_one, minilm_batch, round_robin, summarise, time_steps, write_csv
 from common.paths import RESULTS_DIR
 
 PREFIX_LEN = 16
@@ -49,41 +49,19 @@ def measure_peft(seq_len: int, batch_size: int, steps: int, warmup: int) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lengths", nargs="+", type=int, default=[128, 64])
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the summary is their median")
-    ap.add_argument("--out", default=str(RESULTS_DIR / "bench" / "ptuning_v2.csv"))
-    ap.add_argument("--one", nargs=2, metavar=("CONFIG", "LEN"), help=argparse.SUPPRESS)
+    add_repeat_args(ap, RESULTS_DIR / "bench" / "ptuning_v2.csv")
     a = ap.parse_args(argv)
     if a.one:
         name, L = a.one[0], int(a.one[1])
         if CONFIGS[name] is None:
             r = measure_peft(L, a.batch_size, a.steps, a.warmup)
         else:
-            from common.bench import measure_one
-
             r = measure_one(CONFIGS[name], L, a.batch_size, a.steps, a.warmup)
         print(json.dumps(r))
         return 0
-    rows = []
-    for rep in range(a.repeats):  # round-robin, so a slow spell of the machine hits every configuration alike
-        for L in a.lengths:
-            for name in CONFIGS:
-                r = in_subprocess("ptuning_v2.bench", [name, str(L), "--batch-size", str(a.batch_size),
-                                                       "--steps", str(a.steps), "--warmup", str(a.warmup)])
-                for metric in ("train_examples_per_s", "peak_rss_mb"):
-                    rows.append({"bench": "train_step", "method": name, "prefix_len": PREFIX_LEN, "seq_len": L,
-                                 "batch_size": a.batch_size, "repeat": rep, "metric": metric, "value": r[metric],
-                                 "trainable_params": r["trainable_params"], "threads": r["threads"]})
-    import pandas as pd
-
-    summary = pd.DataFrame(rows).groupby(["seq_len", "method", "metric"])["value"].agg(["median", "min", "max"])
-    print(summary.round(1).to_string())
-    from pathlib import Path
-
-    write_csv(rows, Path(a.out))
+    rows = [{"bench": "train_step", "prefix_len": PREFIX_LEN, **r} for r in round_robin("ptuning_v2.bench", CONFIGS, a)]
+    print(summarise(rows, ["seq_len", "method", "metric"]))
+    write_csv(rows, a.out)
     return 0
 
 

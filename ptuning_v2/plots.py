@@ -13,28 +13,15 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
+from common.plots import cell as _cell
+from common.plots import mpl as _plt
+from common.plots import seed_summary
 from common.tasks import get_task
 
 from . import paper
 
 OUT = RESULTS_DIR / "ptuning_v2"
 LABELS = {"ft": "FT", "pt": "PT", "pt2": "PT-2"}
-
-
-def primary(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Rows of each task's primary metric on ``split``."""
-    keep = pd.Series([get_task(t).primary_metric == m for t, m in zip(df.task, df.metric)], index=df.index)
-    return df[keep & (df.split == split)]
-
-
-def seed_summary(df: pd.DataFrame, by: list[str], split: str = "test") -> pd.DataFrame:
-    """Median, min and max over seeds of the primary metric, per group ``by``."""
-    g = primary(df, split).groupby(by)["value"]
-    return pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.count()}).reset_index()
-
-
-def _cell(row) -> str:
-    return f"{row['median']:.1f} [{row['min']:.1f}, {row['max']:.1f}]"
 
 
 def main_table(df: pd.DataFrame) -> str:
@@ -106,15 +93,6 @@ def bench_table(df: pd.DataFrame) -> str:
         lines.append(f"| {L} | {m} | {int(params[m]):,} | {t['median']:.1f} [{t['min']:.1f}, {t['max']:.1f}] | "
                      f"{mem['median']:.0f} |")
     return "\n".join(lines)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _curves(df: pd.DataFrame, line: str, styles: dict[str, tuple[str, str]], x: str, xlabel: str, path: Path,

@@ -38,3 +38,40 @@ def test_multirc_em_needs_every_answer_of_a_question():
     preds, labels, groups = [1, 0, 1, 1], [1, 0, 0, 1], ["q1", "q1", "q2", "q2"]
     assert M.multirc_em(preds, labels, groups) == 50.0
     assert M.compute(["f1a", "em"], "classification", preds, labels, groups)["em"] == 50.0
+
+
+# ----------------------------------------------------------------------------- E2E metrics
+def test_e2e_bleu_and_rouge_on_a_hand_computed_case():
+    from common import nlg_metrics as N
+
+    p, r = ["The cat sat on the mat."], [["the cat sat on a mat ."]]
+    # 7 tokens each (the final "."): 1-4-gram precisions 6/7, 4/6, 2/5, 1/4; equal lengths, no brevity penalty
+    assert abs(N.bleu(p, r) - 100 * (6 / 7 * 4 / 6 * 2 / 5 * 1 / 4) ** 0.25) < 1e-9
+    # LCS = 6 of 7 tokens both ways -> P = R = 6/7 -> F_beta = 6/7 for any beta
+    assert abs(N.rouge_l(p, r) - 100 * 6 / 7) < 1e-9
+
+
+def test_e2e_multi_reference_and_cider():
+    from common import nlg_metrics as N
+
+    refs = [["the eagle is a cheap pub .", "a cheap pub called the eagle ."],
+            ["loch fyne serves french food ."], ["the mill is near the river ."]]
+    perfect = [rs[0] for rs in refs]
+    assert N.bleu(perfect, refs) == 100.0
+    # the second reference of the first MR counts: a hypothesis equal to it is perfect too
+    assert N.bleu([refs[0][1]] + perfect[1:], refs) == 100.0
+    single = [[rs[0]] for rs in refs]
+    assert abs(N.cider_d(perfect, single) - 10.0) < 1e-9  # identical to its only reference: cosine 1, x10
+    worse = ["a pub .", "food .", "river ."]
+    assert N.cider_d(worse, single) < N.cider_d(perfect, single)
+    assert N.nist(worse, refs) < N.nist(perfect, refs)
+    assert N.rouge_l(worse, refs) < N.rouge_l(perfect, refs)
+
+
+def test_meteor_without_wordnet_is_left_out_not_faked():
+    from common import metrics as M
+    from common import nlg_metrics as N
+
+    m = N.meteor(["a pub ."], [["a pub ."]])
+    out = M.compute(("bleu", "meteor"), "generation", ["a pub ."], [["a pub ."]])
+    assert (m is None) == ("meteor" not in out)
