@@ -143,8 +143,9 @@ def main(out: Path = OUT) -> int:
         reparam_figure(pd.read_csv(out / "reparam.csv"), out / "reparam.png")
         done.append("reparam.png")
     bench = RESULTS_DIR / "bench" / "ptuning_v2.csv"
-    if bench.is_file():
-        print(bench_table(pd.read_csv(bench)))
+    if bench.is_file() and out == OUT:
+        (out / "bench_table.md").write_text(bench_table(pd.read_csv(bench)) + "\n")
+        done.append("bench_table.md")
     frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
               for n in ("main", "depth", "reparam")}
     if any(f is not None for f in frames.values()):
