@@ -32,9 +32,16 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Options added after runs were recorded, with the value that reproduces the earlier behaviour: at that
+# value they stay out of the hash, so adding an option does not orphan the records made before it.
+NEUTRAL_WHEN_ADDED = {"trainer.length_penalty": 1.0, "trainer.no_repeat_ngram_size": 0,
+                      "trainer.label_smoothing": 0.0}
+
+
 def run_id(cfg: dict) -> str:
     """``<task>__<method>__seed<seed>__<hash>``, the hash over every semantic config value."""
-    flat = {k: v for k, v in flatten(cfg).items() if k not in NON_SEMANTIC}
+    flat = {k: v for k, v in flatten(cfg).items()
+            if k not in NON_SEMANTIC and not (k in NEUTRAL_WHEN_ADDED and v == NEUTRAL_WHEN_ADDED[k])}
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task = cfg["task"]["name"].replace("/", "-")
     return f"{task}__{cfg['method']['name']}__seed{cfg['seed']}__{digest}"

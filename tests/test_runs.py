@@ -91,3 +91,14 @@ def test_aggregator_csv_matches_records(tmp_path):
                          & (df.metric == metric) & (df["method.lr"] == r["config"]["method"]["lr"])]
                 assert len(row) == 1 and row["value"].iloc[0] == pytest.approx(value)
                 assert row["trainable_params"].iloc[0] == r["trainable_params"]
+
+
+def test_options_added_later_keep_old_run_ids_at_their_neutral_value(tmp_path):
+    from common.records import NEUTRAL_WHEN_ADDED, run_id
+
+    cfg = smoke_cfg(tmp_path)
+    old = {**cfg, "trainer": {k: v for k, v in cfg["trainer"].items()
+                              if f"trainer.{k}" not in NEUTRAL_WHEN_ADDED}}  # as recorded before they existed
+    assert run_id(old) == run_id(cfg)
+    changed = {**cfg, "trainer": {**cfg["trainer"], "label_smoothing": 0.1}}
+    assert run_id(changed) != run_id(cfg)
