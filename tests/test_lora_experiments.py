@@ -55,3 +55,19 @@ def test_e2e_path_on_tiny_gpt2(tmp_path):
     assert rec["method"] == "lora" and rec["task"] == "e2e_nlg"
     assert {"bleu", "nist", "rougeL_e2e", "cider"} <= set(rec["final"]["test"])
     assert rec["trainable_params"] == 2 * 2 * 4 * 2 * 32  # layers x {Wq, Wv} x r x (d_in + d_out), no head
+
+
+def test_readme_e2e_command_composes_the_papers_setup():
+    import shlex
+
+    line = next(l for l in (REPO_ROOT / "README.md").read_text().splitlines()
+                if "common.train experiment=lora_e2e scale=paper" in l)
+    overrides = shlex.split(line)[3:]  # after `.venv/bin/python -m common.train`
+    cfg = compose(overrides)
+    t, m = cfg["trainer"], cfg["method"]
+    assert cfg["model"]["name"] == "gpt2-medium" and cfg["task"]["name"] == "e2e_nlg" and cfg["data"]["dir"] == "hub"
+    assert (t["epochs"], t["batch_size"], t["num_beams"], t["length_penalty"], t["no_repeat_ngram_size"],
+            t["label_smoothing"]) == (5, 8, 10, 0.8, 4, 0.1)
+    assert (m["name"], m["r"], m["alpha"], m["lr"], m["dropout"], m["weights"]) == ("lora", 4, 32, 2e-4, 0.1,
+                                                                                   ["Wq", "Wv"])
+    assert cfg["data"]["max_train"] is None  # the full data
