@@ -19,7 +19,7 @@ import sys
 import pandas as pd
 
 from common import sweep
-from common.aggregate import aggregate
+from common.aggregate import aggregate, load_records
 from common.sweep import choose_lr, run_all
 
 log = logging.getLogger("ptuning_v2.experiments")
@@ -32,6 +32,7 @@ DEPTH_TASKS = ("rte", "conll2003")  # CoNLL: PT-2 is clearly above chance there 
 DEPTH_LAYERS = ("1-1", "1-2", "1-3", "1-4", "1-5", "1-6", "6-6", "5-6", "4-6", "3-6", "2-6")
 REPARAM_TASKS = ("rte", "conll2003")
 PROMPT_LENS = (1, 4, 8, 16, 32, 64)
+MLP_LR_GRID = (1e-3, 5e-3)  # the MLP reparameterisation's own lr candidates (+ main's embedding lr)
 
 
 class Plan(sweep.Plan):
@@ -82,17 +83,34 @@ class Plan(sweep.Plan):
         return df
 
     def reparam(self, tasks=REPARAM_TASKS) -> pd.DataFrame:
-        cfgs = [self.cfg("ptv2_reparam", f"task={t}", f"method.prefix_len={n}", f"method.reparam={str(rp).lower()}",
-                         f"seed={s}", f"method.lr={self.pt2_lr(t)}")
+        """Embedding prefixes at main's dev-chosen lr; the MLP is another parameterisation with its own
+        lr, chosen on dev (seed 1, prompt length 16) from MLP_LR_GRID + main's lr."""
+        def cfg(t, n, rp, s, lr):
+            return self.cfg("ptv2_reparam", f"task={t}", f"method.prefix_len={n}", f"method.reparam={str(rp).lower()}",
+                            f"seed={s}", f"method.lr={lr}")
+
+        tune = [cfg(t, 16, True, 1, lr) for t in tasks for lr in sorted({*MLP_LR_GRID, self.pt2_lr(t)})]
+        run_all(tune, self.jobs)
+        rows = [{"task": r["task"], "lr": r["config"]["method"]["lr"], "metric": r["primary_metric"],
+                 "dev": r["final"]["dev"][r["primary_metric"]]}
+                for r in load_records(self.folder("reparam")) if r["config"]["method"]["reparam"]
+                and r["config"]["method"]["prefix_len"] == 16 and r["seed"] == 1 and r["task"] in tasks]
+        mlp = pd.DataFrame(rows).sort_values(["task", "dev", "lr"], ascending=[True, False, True])
+        mlp = mlp.groupby("task", as_index=False).first().assign(reparam="mlp")
+        emb = pd.DataFrame({"task": list(tasks), "lr": [self.pt2_lr(t) for t in tasks], "reparam": "embedding",
+                            "metric": "", "dev": float("nan")})  # main's choice (prompt length 16, all layers)
+        choice = pd.concat([emb, mlp], ignore_index=True)
+        self.write(choice, "reparam_lr_choice.csv")
+        lr = {(r.task, r.reparam == "mlp"): r.lr for r in choice.itertuples()}
+        cfgs = [cfg(t, n, rp, s, lr[(t, rp)])
                 for t in tasks for n, rp, s in itertools.product(PROMPT_LENS, (False, True), SEEDS)]
         run_all(cfgs, self.jobs)
         df = aggregate(self.folder("reparam"), self.out_dir / "reparam.csv")
         df["reparam"] = df["method.reparam"].map({True: "mlp", False: "embedding"})
         df["prompt_len"] = df["method.prefix_len"]
+        df["selected"] = [lr.get((t, rp)) == x for t, rp, x in zip(df.task, df["method.reparam"], df["method.lr"])]
         self.write(df, "reparam.csv")
         return df
-
-
 
 def main(argv: list[str] | None = None) -> int:
     return sweep.driver_main(Plan, argv, __doc__.splitlines()[0])

@@ -70,7 +70,7 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
                        + f" | {sum(d > 0 for d in diffs)} of {len(diffs)} |")
         out.append("")
     if reparam is not None:
-        s = seed_summary(reparam, ["task", "reparam", "prompt_len"])
+        s = seed_summary(_selected(reparam), ["task", "reparam", "prompt_len"])
         out += ["(c) Best prompt length per task and parameterisation (median test score):", "",
                 "| task | reparam | best length | score at best | score at length 1 | score at length 64 |",
                 "|---|---|---:|---:|---:|---:|"]
@@ -124,8 +124,13 @@ def depth_figure(df: pd.DataFrame, path: Path) -> None:
             "n_layers", "k (layers with prompts)", path)
 
 
+def _selected(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the dev-chosen lr (older CSVs without the column: all rows)."""
+    return df[df["selected"]] if "selected" in df else df
+
+
 def reparam_figure(df: pd.DataFrame, path: Path) -> None:
-    _curves(df, "reparam", {"embedding": ("o-", "embedding"), "mlp": ("s--", "mlp")}, "prompt_len",
+    _curves(_selected(df), "reparam", {"embedding": ("o-", "embedding"), "mlp": ("s--", "mlp")}, "prompt_len",
             "prompt length", path, log2x=True)
 
 

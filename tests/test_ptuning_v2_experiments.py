@@ -26,6 +26,11 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
         assert sorted(depth[depth.order == order].n_layers.unique()) == [1, 2, 3, 4, 5, 6]
     reparam = pd.read_csv(d / "reparam.csv")
     assert set(reparam.reparam) == {"embedding", "mlp"} and sorted(reparam.prompt_len.unique()) == [1, 4, 8, 16, 32, 64]
+    # the MLP has its own dev-chosen lr; every (length, reparam, seed) point ran at the chosen one
+    choice = pd.read_csv(d / "reparam_lr_choice.csv")
+    assert set(choice.reparam) == {"embedding", "mlp"}
+    sel = reparam[reparam.selected & (reparam.split == "test") & (reparam.metric == "entity_f1")]
+    assert len(sel) == 6 * 2 * 3 and sel.groupby("reparam")["method.lr"].nunique().eq(1).all()
     p = subprocess.run([sys.executable, "-m", "ptuning_v2.plots", str(d)], cwd=REPO_ROOT, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
