@@ -115,6 +115,41 @@ def padding_rows(task: str, batch_size: int, max_seq_len: int) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- shared by the papers' benchmarks
+def add_repeat_args(ap, out: Path) -> None:
+    """Options of a round-robin benchmark (each configuration in its own process, ``--one`` inside it)."""
+    ap.add_argument("--lengths", nargs="+", type=int, default=[128, 64])
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the summary is their median")
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--one", nargs=2, metavar=("CONFIG", "LEN"), help=argparse.SUPPRESS)
+
+
+def round_robin(module: str, names, a, extra: list[str] = ()) -> list[dict]:
+    """``python -m module --one NAME LEN`` for every (repeat, length, name), interleaved so that a slow
+    spell of the machine hits every configuration alike; one long-format row per returned metric."""
+    rows = []
+    for rep in range(a.repeats):
+        for L in a.lengths:
+            for name in names:
+                r = in_subprocess(module, [name, str(L), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
+                                           "--warmup", str(a.warmup), *extra])
+                for metric in ("train_examples_per_s", "infer_examples_per_s", "peak_rss_mb"):
+                    if metric in r:
+                        rows.append({"method": name, "seq_len": L, "batch_size": a.batch_size, "repeat": rep,
+                                     "metric": metric, "value": r[metric],
+                                     "trainable_params": r.get("trainable_params"), "threads": r["threads"]})
+    return rows
+
+
+def summarise(rows: list[dict], by: list[str]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows).groupby(by)["value"].agg(["median", "min", "max"]).round(1).to_string()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=list(BASELINES))
@@ -156,38 +191,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# ----------------------------------------------------------------------------- shared by the papers' benchmarks
-def add_repeat_args(ap, out: Path) -> None:
-    """Options of a round-robin benchmark (each configuration in its own process, ``--one`` inside it)."""
-    ap.add_argument("--lengths", nargs="+", type=int, default=[128, 64])
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the summary is their median")
-    ap.add_argument("--out", type=Path, default=out)
-    ap.add_argument("--one", nargs=2, metavar=("CONFIG", "LEN"), help=argparse.SUPPRESS)
-
-
-def round_robin(module: str, names, a, extra: list[str] = ()) -> list[dict]:
-    """``python -m module --one NAME LEN`` for every (repeat, length, name), interleaved so that a slow
-    spell of the machine hits every configuration alike; one long-format row per returned metric."""
-    rows = []
-    for rep in range(a.repeats):
-        for L in a.lengths:
-            for name in names:
-                r = in_subprocess(module, [name, str(L), "--batch-size", str(a.batch_size), "--steps", str(a.steps),
-                                           "--warmup", str(a.warmup), *extra])
-                for metric in ("train_examples_per_s", "infer_examples_per_s", "peak_rss_mb"):
-                    if metric in r:
-                        rows.append({"method": name, "seq_len": L, "batch_size": a.batch_size, "repeat": rep,
-                                     "metric": metric, "value": r[metric],
-                                     "trainable_params": r.get("trainable_params"), "threads": r["threads"]})
-    return rows
-
-
-def summarise(rows: list[dict], by: list[str]) -> str:
-    import pandas as pd
-
-    return pd.DataFrame(rows).groupby(by)["value"].agg(["median", "min", "max"]).round(1).to_string()

@@ -12,17 +12,14 @@ import time
 
 from .errors import UserError
 from .paths import SCRATCH_DIR
+from .plots import mpl
 from .sweep import compose
 
 BASELINES = ("full_ft", "head_only", "bitfit", "layernorm", "top_k", "prompt_tuning")
 
 
 def bar_chart(df, path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = mpl()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(df["method"], df["test"], color="#4C72B0")
     for i, (v, pct) in enumerate(zip(df["test"], df["trainable_%"])):

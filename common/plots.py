@@ -56,12 +56,6 @@ def plot_throughput(df: pd.DataFrame, path: Path | None = None):
     return fig
 
 
-if __name__ == "__main__":  # python -m common.plots: redraw results/bench/baselines.png
-    frame = pd.read_csv(RESULTS_DIR / "bench" / "baselines.csv")
-    plot_throughput(frame, RESULTS_DIR / "bench" / "baselines.png")
-    print(bench_markdown(frame))
-
-
 # ----------------------------------------------------------------------------- shared by the papers' plots
 def primary(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Rows of an aggregated CSV (common.aggregate) holding each task's primary metric on ``split``."""
@@ -90,3 +84,9 @@ def mpl():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+if __name__ == "__main__":  # python -m common.plots: redraw results/bench/baselines.png
+    frame = pd.read_csv(RESULTS_DIR / "bench" / "baselines.csv")
+    plot_throughput(frame, RESULTS_DIR / "bench" / "baselines.png")
+    print(bench_markdown(frame))

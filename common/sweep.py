@@ -59,14 +59,15 @@ def run_all(cfgs: list[dict], jobs: int) -> None:
     Parallel(n_jobs=jobs, backend="loky", verbose=5)(delayed(_run_one)(c) for c in cfgs)
 
 
-def choose_lr(folder: Path, tasks, seed: int = 1) -> pd.DataFrame:
-    """Per (task, method): the ``method.lr`` with the best dev score (primary metric) at ``seed``;
-    ties go to the smaller lr. Columns: task, method, lr, metric, dev, grid."""
+def choose_lr(folder: Path, tasks, seed: int = 1, where=None) -> pd.DataFrame:
+    """Per (task, method): the ``method.lr`` with the best dev score (primary metric) at ``seed``,
+    among the records for which ``where(record)`` holds (default: all); ties go to the smaller lr.
+    Columns: task, method, lr, metric, dev, grid."""
     from .aggregate import load_records
 
     rows = []
     for r in load_records(folder):
-        if r["seed"] == seed and r["task"] in tasks:
+        if r["seed"] == seed and r["task"] in tasks and (where is None or where(r)):
             rows.append({"task": r["task"], "method": r["method"], "lr": r["config"]["method"]["lr"],
                          "metric": r["primary_metric"], "dev": r["final"]["dev"][r["primary_metric"]]})
     df = pd.DataFrame(rows)

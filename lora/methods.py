@@ -48,11 +48,21 @@ def _lora_layers(module: nn.Module):
     return [(n, m) for n, m in module.named_modules() if isinstance(m, LoraLayer)]
 
 
-def _merge_for_inference(model: TaskModel) -> None:
-    merge(model)
+# ----------------------------------------------------------------------------- merge (the inference form)
+def merge(model: nn.Module) -> None:
+    """Fold ``(alpha/r) B A`` into each adapted weight; forward then costs what the base model costs."""
+    for _, m in _lora_layers(model):
+        if not m.merged:
+            m.merge()
 
 
-@register_method("lora", LoRAConfig, for_inference=_merge_for_inference)
+def unmerge(model: nn.Module) -> None:
+    for _, m in _lora_layers(model):
+        if m.merged:
+            m.unmerge()
+
+
+@register_method("lora", LoRAConfig, for_inference=merge)
 def attach_lora(model: TaskModel, cfg: LoRAConfig) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -69,26 +79,7 @@ def attach_lora(model: TaskModel, cfg: LoRAConfig) -> None:
                       init_lora_weights=True if cfg.init == "kaiming" else "gaussian", bias="none")
     inject_adapter_in_model(pcfg, bb)
     train_only(model, lambda n, p: ".lora_A." in n or ".lora_B." in n)
-    model.lora_weights = weights  # plain attribute: what export needs to fuse GPT-2's q/k/v again
-
-
-# ----------------------------------------------------------------------------- merge
-def merge(model: nn.Module) -> None:
-    """Fold ``(alpha/r) B A`` into each adapted weight; forward then costs what the base model costs."""
-    for _, m in _lora_layers(model):
-        if not m.merged:
-            m.merge()
-
-
-def unmerge(model: nn.Module) -> None:
-    for _, m in _lora_layers(model):
-        if m.merged:
-            m.unmerge()
-
-
-def delta_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{module name: ΔW (d_out, d_in)}`` for every adapted matrix (after any merge, ΔW is unchanged)."""
-    return {n: m.get_delta_weight("default").detach() for n, m in _lora_layers(model)}
+    model.lora_weights = weights  # plain attribute (not a module): written beside exported adapters
 
 
 def lora_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -19,7 +19,7 @@ import sys
 import pandas as pd
 
 from common import sweep
-from common.aggregate import aggregate, load_records
+from common.aggregate import aggregate
 from common.sweep import choose_lr, run_all
 
 log = logging.getLogger("ptuning_v2.experiments")
@@ -91,12 +91,8 @@ class Plan(sweep.Plan):
 
         tune = [cfg(t, 16, True, 1, lr) for t in tasks for lr in sorted({*MLP_LR_GRID, self.pt2_lr(t)})]
         run_all(tune, self.jobs)
-        rows = [{"task": r["task"], "lr": r["config"]["method"]["lr"], "metric": r["primary_metric"],
-                 "dev": r["final"]["dev"][r["primary_metric"]]}
-                for r in load_records(self.folder("reparam")) if r["config"]["method"]["reparam"]
-                and r["config"]["method"]["prefix_len"] == 16 and r["seed"] == 1 and r["task"] in tasks]
-        mlp = pd.DataFrame(rows).sort_values(["task", "dev", "lr"], ascending=[True, False, True])
-        mlp = mlp.groupby("task", as_index=False).first().assign(reparam="mlp")
+        mlp = choose_lr(self.folder("reparam"), tasks, where=lambda r: r["config"]["method"]["reparam"]
+                        and r["config"]["method"]["prefix_len"] == 16).assign(reparam="mlp")
         emb = pd.DataFrame({"task": list(tasks), "lr": [self.pt2_lr(t) for t in tasks], "reparam": "embedding",
                             "metric": "", "dev": float("nan")})  # main's choice (prompt length 16, all layers)
         choice = pd.concat([emb, mlp], ignore_index=True)
