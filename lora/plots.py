@@ -32,10 +32,15 @@ def _fmt_params(n: float) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
+def _selected(df: pd.DataFrame) -> pd.DataFrame:
+    """Only the runs at the dev-chosen lr (the other point of the tuning grid is in the CSV too)."""
+    return df[df["selected"].astype(bool)] if "selected" in df else df
+
+
 def glue_table(df: pd.DataFrame) -> str:
     """Markdown, one row per method: trainable parameters and, per task, ours (median [min, max] over
     seeds, test) with the paper's RoBERTa-base number in parentheses."""
-    df = df[df["selected"]] if "selected" in df else df
+    df = _selected(df)
     s = seed_summary(df, ["task", "method"])
     tasks = [t for t in paper.GLUE_ROBERTA_BASE if t in set(df.task)]
     methods = sorted(set(df.method), key=lambda m: (ORDER.index(_paper_key(m)) if _paper_key(m) in ORDER else 9, m))
@@ -65,6 +70,7 @@ def glue_table(df: pd.DataFrame) -> str:
 def ablation_figure(df: pd.DataFrame, path: Path) -> None:
     """Left block: the fixed budget (8 rank units per layer) by weight set; right: score against r."""
     plt = mpl()
+    df = _selected(df)
     s = seed_summary(df, ["task", "weights", "r"])
     tasks = list(dict.fromkeys(s.task))
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.2 * len(tasks)), squeeze=False)
@@ -143,7 +149,7 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
     """The numbers each README claim rests on, as Markdown (medians over seeds, test split)."""
     out = []
     if glue is not None:
-        g = glue[glue["selected"]]
+        g = _selected(glue)
         s = seed_summary(g, ["task", "method"]).pivot(index="task", columns="method", values="median")
         share = g.groupby("method").apply(lambda d: 100 * d.trainable_params.median() / d.total_params.median(),
                                           include_groups=False)
@@ -154,6 +160,7 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
                 out.append(f"| {task} | {r.ft:.1f} | {r.lora:.1f} | {r.lora - r.ft:+.1f} |")
         out.append("")
     if ablation is not None:
+        ablation = _selected(ablation)
         s = seed_summary(ablation, ["task", "weights", "r"])
         out += ["(b) Rank sweep, median test score:", "", "| task | weights | " +
                 " | ".join(f"r={r}" for r in (1, 2, 4, 8, 64)) + " | r=1 − r=64 |", "|---|---|" + "---:|" * 6]
