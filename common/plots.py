@@ -57,6 +57,31 @@ def plot_throughput(df: pd.DataFrame, path: Path | None = None):
 
 
 # ----------------------------------------------------------------------------- shared by the papers' plots
+def repeats_table(df: pd.DataFrame) -> str:
+    """Markdown for a paper's benchmark CSV (``common.bench`` repeats): per (bench, length, configuration)
+    the throughput metric's median [min, max] over repeats and the median peak RSS. A ``bench`` column
+    appears only when the CSV holds more than one kind (e.g. training and inference)."""
+    kinds = list(dict.fromkeys(df.bench))
+    lines = []
+    for kind in kinds:
+        d = df[df.bench == kind]
+        rate = next(m for m in d.metric.unique() if m.endswith("_examples_per_s"))
+        g = d.groupby(["seq_len", "method", "metric"])["value"]
+        s = pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max()})
+        params = d.groupby("method")["trainable_params"].first()
+        label = rate.split("_examples")[0].replace("infer", "inference")
+        if not lines:
+            lines = ["| " + ("bench | " if len(kinds) > 1 else "") + "length | configuration | trainable | "
+                     + ("" if len(kinds) > 1 else f"{label} ") + "ex/s, median [min, max] | peak RSS MB, median |",
+                     "|" + ("---|" if len(kinds) > 1 else "") + "---:|---|---:|---|---:|"]
+        for (L, m), _ in s.groupby(level=[0, 1]):
+            t, mem = s.loc[(L, m, rate)], s.loc[(L, m, "peak_rss_mb")]
+            lines.append("| " + (f"{label} | " if len(kinds) > 1 else "") + f"{L} | {m} | "
+                         + (f"{int(params[m]):,}" if pd.notna(params[m]) else "—") + " | "
+                         + f"{t['median']:.1f} [{t['min']:.1f}, {t['max']:.1f}] | {mem['median']:.0f} |")
+    return "\n".join(lines)
+
+
 def primary(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Rows of an aggregated CSV (common.aggregate) holding each task's primary metric on ``split``."""
     from .tasks import get_task

@@ -1,6 +1,6 @@
 """LoRA's tables and figures from ``results/lora/*.csv`` (never from memory).
 
-    python -m lora.plots      # glue_table.md, ablation.png, subspace_*.png, amplification.md, claims.md
+    python -m lora.plots      # glue_table.md, ablation.png, subspace_*.png, amplification.md, claims.md, bench_table.md
 
 Scores are the median over seeds of the task's primary metric on the test split (GLUE: official
 validation), with the seed range; learning rates were chosen on dev.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
-from common.plots import cell, mpl, seed_summary
+from common.plots import cell, mpl, repeats_table, seed_summary
 from common.tasks import get_task
 
 from . import paper
@@ -190,6 +190,7 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
 
 def main(out: Path = OUT) -> int:
     done = []
+    out.mkdir(parents=True, exist_ok=True)
     frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
               for n in ("glue", "ablation", "subspace", "amplification")}
     if frames["glue"] is not None:
@@ -206,6 +207,10 @@ def main(out: Path = OUT) -> int:
     if any(frames[n] is not None for n in ("glue", "ablation", "subspace")):
         (out / "claims.md").write_text(claim_evidence(frames["glue"], frames["ablation"], frames["subspace"]) + "\n")
         done.append("claims.md")
+    bench = RESULTS_DIR / "bench" / "lora.csv"
+    if bench.is_file() and out == OUT:
+        (out / "bench_table.md").write_text(repeats_table(pd.read_csv(bench)) + "\n")
+        done.append("bench_table.md")
     for name in ("glue_table.md", "amplification.md", "claims.md"):
         if name in done:
             print((out / name).read_text())

@@ -14,6 +14,7 @@ import pandas as pd
 
 from common.paths import RESULTS_DIR
 from common.plots import cell as _cell
+from common.plots import repeats_table
 from common.plots import mpl as _plt
 from common.plots import seed_summary
 from common.tasks import get_task
@@ -81,20 +82,6 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
     return "\n".join(out)
 
 
-def bench_table(df: pd.DataFrame) -> str:
-    """Markdown: median [min, max] over repeats of training throughput and peak RSS per configuration."""
-    g = df.groupby(["seq_len", "method", "metric"])["value"]
-    s = pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max()})
-    lines = ["| length | configuration | trainable | train ex/s, median [min, max] | peak RSS MB, median |",
-             "|---:|---|---:|---|---:|"]
-    params = df.groupby("method")["trainable_params"].first()
-    for (L, m), _ in s.groupby(level=[0, 1], sort=False):
-        t, mem = s.loc[(L, m, "train_examples_per_s")], s.loc[(L, m, "peak_rss_mb")]
-        lines.append(f"| {L} | {m} | {int(params[m]):,} | {t['median']:.1f} [{t['min']:.1f}, {t['max']:.1f}] | "
-                     f"{mem['median']:.0f} |")
-    return "\n".join(lines)
-
-
 def _curves(df: pd.DataFrame, line: str, styles: dict[str, tuple[str, str]], x: str, xlabel: str, path: Path,
             log2x: bool = False) -> None:
     """One panel per task: the seed median of the primary metric against ``x``, one line per ``line``
@@ -149,7 +136,7 @@ def main(out: Path = OUT) -> int:
         done.append("reparam.png")
     bench = RESULTS_DIR / "bench" / "ptuning_v2.csv"
     if bench.is_file() and out == OUT:
-        (out / "bench_table.md").write_text(bench_table(pd.read_csv(bench)) + "\n")
+        (out / "bench_table.md").write_text(repeats_table(pd.read_csv(bench)) + "\n")
         done.append("bench_table.md")
     frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
               for n in ("main", "depth", "reparam")}
