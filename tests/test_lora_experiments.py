@@ -27,9 +27,9 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert set(abl.task) == {"stsb", "conll2003"}
     # CoNLL is not in the GLUE table: its lr is tuned on dev in the ablation, the grid's other point not selected
     ch = pd.read_csv(d / "ablation_lr_choice.csv")
-    assert list(ch.task) == ["conll2003"] and ch.grid.iloc[0] == "0.0005 0.002"
+    assert list(ch.task) == ["conll2003"] and ch.grid.iloc[0] == "0.0005 0.002 0.005"
     conll = abl[abl.task == "conll2003"]
-    assert (conll[conll.selected]["method.lr"] == ch.lr.iloc[0]).all() and conll[~conll.selected]["method.lr"].nunique() == 1
+    assert (conll[conll.selected]["method.lr"] == ch.lr.iloc[0]).all() and conll[~conll.selected]["method.lr"].nunique() == 2
     assert abl[abl.task == "stsb"].selected.all()
     sub = pd.read_csv(d / "subspace.csv")
     assert list(sub.columns[:4]) == ["matrix", "factor", "layer", "comparison"]
