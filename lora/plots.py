@@ -73,15 +73,15 @@ def ablation_figure(df: pd.DataFrame, path: Path) -> None:
     df = _selected(df)
     s = seed_summary(df, ["task", "weights", "r"])
     tasks = list(dict.fromkeys(s.task))
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.2 * len(tasks)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)
     budget = df[df.in_budget][["weights", "r"]].drop_duplicates()
     for row, task in zip(axes, tasks):
         st = s[s.task == task]
         b = st.merge(budget, on=["weights", "r"])
         b = b.assign(order=[len(w.split(",")) for w in b.weights]).sort_values(["order", "weights"])
-        labels = [f"{{{w}}}\nr={r}" for w, r in zip(b.weights, b.r)]
+        labels = [f"{{{w}}} r={r}" for w, r in zip(b.weights, b.r)]
         row[0].bar(range(len(b)), b["median"], yerr=[b["median"] - b["min"], b["max"] - b["median"]], capsize=3)
-        row[0].set_xticks(range(len(b)), labels, fontsize=7)
+        row[0].set_xticks(range(len(b)), labels, fontsize=7, rotation=30, ha="right")
         row[0].set_title(f"{task}: same budget (r x matrices = 8 per layer)", fontsize=9)
         row[0].set_ylabel(f"{get_task(task).primary_metric} (test)")
         for w, style in (("Wq", "o-"), ("Wq,Wv", "s--")):
@@ -110,7 +110,8 @@ def subspace_figures(df: pd.DataFrame, out: Path) -> list[str]:
     written = []
     panels = [("A", str(ANALYSIS_LAYER)), ("A", "mean"), ("dW", "mean"), ("gaussian", "mean")]
     for name, (comp, title) in SUBSPACE_FIGS.items():
-        fig, axes = plt.subplots(2, len(panels), figsize=(4 * len(panels), 5.8), squeeze=False)
+        fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.2), squeeze=False,
+                                 layout="constrained")  # keeps titles, labels and the colorbar apart
         for r, matrix in enumerate(("Wq", "Wv")):
             for c, (factor, layer) in enumerate(panels):
                 d = df[(df.matrix == matrix) & (df.factor == factor) & (df.comparison == comp)
@@ -124,7 +125,7 @@ def subspace_figures(df: pd.DataFrame, out: Path) -> list[str]:
                 ax.set_xlabel("j")
                 ax.set_ylabel("i")
         fig.suptitle(f"subspace similarity phi(i, j), {title}", fontsize=10)
-        fig.colorbar(im, ax=axes, shrink=0.8, label="phi(i, j)")
+        fig.colorbar(im, ax=axes, shrink=0.8, label="phi(i, j)")  # one shared scale: phi is in [0, 1]
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         written.append(name)
@@ -168,6 +169,10 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
             v = d.set_index("r")["median"]
             out.append(f"| {task} | {{{w}}} | " + " | ".join(f"{v.get(r, float('nan')):.1f}" for r in (1, 2, 4, 8, 64))
                        + f" | {v.get(1, float('nan')) - v.get(64, float('nan')):+.1f} |")
+        for w, v in paper.ABLATION_RANK.items():
+            out.append(f"| paper ({paper.ABLATION_TASK}) | {{{w}}} | "
+                       + " | ".join(f"{v[r]:.1f}" if r in v else "—" for r in (1, 2, 4, 8, 64))
+                       + f" | {v[1] - v[64]:+.1f} |")
         out += ["", "(c) Same budget (8 rank units per layer), median test score:", "",
                 "| task | {Wq} r=8 | {Wq,Wv} r=4 | {Wq,Wk,Wv,Wo} r=2 | {Wq,Wv} r=4 − {Wq} r=8 |", "|---|---:|---:|---:|---:|"]
         for task, d in s.groupby("task"):
@@ -175,7 +180,8 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
             a, b, c = v.get(("Wq", 8), float("nan")), v.get(("Wq,Wv", 4), float("nan")), \
                 v.get(("Wq,Wk,Wv,Wo", 2), float("nan"))
             out.append(f"| {task} | {a:.1f} | {b:.1f} | {c:.1f} | {b - a:+.1f} |")
-        out.append("")
+        a, b, c = (paper.ABLATION_BUDGET[k] for k in (("Wq", 8), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2)))
+        out += [f"| paper ({paper.ABLATION_TASK}) | {a:.1f} | {b:.1f} | {c:.1f} | {b - a:+.1f} |", ""]
     if subspace is not None:
         d = subspace[subspace.layer.astype(str) == "mean"]
         out += ["(d) Subspace similarity, mean over layers: phi(1, 1) (top direction) and the mean of phi over "
@@ -185,6 +191,7 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
             top = g[(g.i == 1) & (g.j == 1)].phi.iloc[0]
             mean8 = g[(g.i <= 8) & (g.j <= 8)].phi.mean()
             out.append(f"| {matrix} | {comp} | {FACTOR_LABEL[factor]} | {top:.3f} | {mean8:.3f} |")
+        out.append(f"| paper (GPT-3, Wq and Wv, layer 48) | r8_vs_r64 | A | {paper.SUBSPACE_TOP_PHI} | — |")
     return "\n".join(out)
 
 
