@@ -95,9 +95,11 @@ def top_directions(M: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def amplification_table(runs: dict[int, tuple[dict, float]], layer: int = ANALYSIS_LAYER, seed: int = 0,
-                        base_weights: dict[tuple[str, int], torch.Tensor] | None = None) -> pd.DataFrame:
+                        base_weights: dict[tuple[str, int], torch.Tensor] | None = None,
+                        n_random: int = 100) -> pd.DataFrame:
     """``runs``: ``{r: (checkpoint, alpha)}``. Per matrix and r, ``||U^T W V||_F`` for the top-r
-    directions of ΔW, of W and random ones, with ``||W||_F``, ``||ΔW||_F`` and their ratio."""
+    directions of ΔW, of W and random ones (root mean square over ``n_random`` orthonormal draws, so
+    one draw's luck does not set the baseline), with ``||W||_F``, ``||ΔW||_F`` and their ratio."""
     if base_weights is None:
         base_weights = minilm_weights()
     gen = torch.Generator().manual_seed(seed)
@@ -108,12 +110,12 @@ def amplification_table(runs: dict[int, tuple[dict, float]], layer: int = ANALYS
                 continue
             W = base_weights[(matrix, l)].double()  # (d_out, d_in)
             dW = (alpha / r) * ab["B"] @ ab["A"]  # (d_out, d_in)
-            rand_u = torch.linalg.qr(torch.randn(W.shape[0], r, generator=gen, dtype=torch.float64))[0]
-            rand_v = torch.linalg.qr(torch.randn(W.shape[1], r, generator=gen, dtype=torch.float64))[0]
+            rand_u = torch.linalg.qr(torch.randn(n_random, W.shape[0], r, generator=gen, dtype=torch.float64))[0]
+            rand_v = torch.linalg.qr(torch.randn(n_random, W.shape[1], r, generator=gen, dtype=torch.float64))[0]
             dirs = {"delta_w": top_directions(dW, r), "w": top_directions(W, r), "random": (rand_u, rand_v)}
             dw_norm = float(dW.norm())
-            for name, (U, V) in dirs.items():
-                proj = float((U.T @ W @ V).norm())
+            for name, (U, V) in dirs.items():  # U (.., d_out, r), V (.., d_in, r)
+                proj = float((U.mT @ W @ V).square().sum((-2, -1)).mean().sqrt())  # one draw: ||U^T W V||_F
                 rows.append({"matrix": matrix, "layer": l, "r": r, "directions": name, "proj_norm": proj,
                              "w_norm": float(W.norm()), "delta_w_norm": dw_norm,
                              "amplification": dw_norm / proj if name == "delta_w" else None})

@@ -255,6 +255,11 @@ def test_amplification_on_known_matrices():
     torch.testing.assert_close(df.proj_norm["delta_w"], (1.0 + 4.0) ** 0.5)  # W on ΔW's axes: 1 and 2
     torch.testing.assert_close(df.delta_w_norm["delta_w"], (9.0 + 4.0) ** 0.5)  # alpha / r = 1
     torch.testing.assert_close(df.amplification["delta_w"], 13 ** 0.5 / 5 ** 0.5)
+    # random orthonormal U, V: E ||U^T W V||_F^2 = ||W||_F^2 r^2 / (d_out d_in)
+    df = amplification_table({r: (state, float(r))}, layer=1, base_weights={("Wq", 1): W},
+                             n_random=4000).set_index("directions")
+    expected = (float(W.square().sum()) * r ** 2 / d ** 2) ** 0.5
+    assert abs(df.proj_norm["random"] / expected - 1) < 0.05, (df.proj_norm["random"], expected)
 
 
 def test_label_smoothing_recomputed_loss_matches_the_models_own():
