@@ -57,6 +57,22 @@ def plot_throughput(df: pd.DataFrame, path: Path | None = None):
 
 
 # ----------------------------------------------------------------------------- shared by the papers' plots
+def selected_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the dev-chosen lr (a tuning grid's other points stay in the CSV with ``selected = False``;
+    older CSVs without the column: all rows)."""
+    return df[df["selected"]] if "selected" in df else df
+
+
+def write_bench_table(paper: str, out: Path, default_out: Path) -> bool:
+    """``results/bench/{paper}.csv`` → ``out/bench_table.md`` (``repeats_table``), only when ``out`` is the
+    paper's own results folder: a redraw into another folder (a test's) has no benchmark beside it."""
+    bench = RESULTS_DIR / "bench" / f"{paper}.csv"
+    if not (bench.is_file() and out == default_out):
+        return False
+    (out / "bench_table.md").write_text(repeats_table(pd.read_csv(bench)) + "\n")
+    return True
+
+
 def repeats_table(df: pd.DataFrame) -> str:
     """Markdown for a paper's benchmark CSV (``common.bench`` repeats): per (bench, length, configuration)
     the throughput metric's median [min, max] over repeats and the median peak RSS. A ``bench`` column

@@ -105,11 +105,11 @@ class Plan:
     def write(self, df: pd.DataFrame, name: str) -> None:
         write_frame(df, self.out_dir / name)
 
-    def chosen_lr(self, task: str, method: str, first: str) -> float:
-        """The dev-chosen lr of ``method`` on ``task`` from ``lr_choice.csv`` (written by step ``first``)."""
+    def chosen_lr(self, task: str, method: str, first: str, file: str = "lr_choice.csv") -> float:
+        """The dev-chosen lr of ``method`` on ``task`` from ``file`` (written by step ``first``)."""
         from .errors import UserError
 
-        path = self.out_dir / "lr_choice.csv"
+        path = self.out_dir / file
         if not path.is_file():
             raise UserError(f"{path} not found: run `python -m {self.paper}.experiments {first}` first "
                             f"(later experiments use its dev-tuned {method} lr)")

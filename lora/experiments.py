@@ -18,7 +18,6 @@ import pandas as pd
 
 from common import sweep
 from common.aggregate import aggregate
-from common.errors import UserError
 from common.paths import SCRATCH_DIR
 from common.sweep import choose_lr, run_all, write_frame
 
@@ -69,11 +68,7 @@ class Plan(sweep.Plan):
     def lora_lr(self, task: str) -> float:
         if task in GLUE_TASKS:
             return self.chosen_lr(task, "lora", first="glue")
-        path = self.out_dir / "ablation_lr_choice.csv"
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `python -m lora.experiments ablation` first")
-        ch = pd.read_csv(path)
-        return float(ch[ch.task == task].lr.iloc[0])
+        return self.chosen_lr(task, "lora", first="ablation", file="ablation_lr_choice.csv")
 
     def ablation_lr_grid(self, tasks) -> None:
         """Dev-tune LoRA's lr (seed 1, {Wq, Wv}, r 8) for ablation tasks that the GLUE table does not cover."""

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
-from common.plots import cell, mpl, repeats_table, seed_summary
+from common.plots import cell, mpl, seed_summary, write_bench_table
+from common.plots import selected_runs as _selected
 from common.tasks import get_task
 
 from . import paper
@@ -30,11 +31,6 @@ def _paper_key(method: str) -> str:
 
 def _fmt_params(n: float) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-
-
-def _selected(df: pd.DataFrame) -> pd.DataFrame:
-    """Only the runs at the dev-chosen lr (the other point of the tuning grid is in the CSV too)."""
-    return df[df["selected"].astype(bool)] if "selected" in df else df
 
 
 def glue_table(df: pd.DataFrame) -> str:
@@ -214,9 +210,7 @@ def main(out: Path = OUT) -> int:
     if any(frames[n] is not None for n in ("glue", "ablation", "subspace")):
         (out / "claims.md").write_text(claim_evidence(frames["glue"], frames["ablation"], frames["subspace"]) + "\n")
         done.append("claims.md")
-    bench = RESULTS_DIR / "bench" / "lora.csv"
-    if bench.is_file() and out == OUT:
-        (out / "bench_table.md").write_text(repeats_table(pd.read_csv(bench)) + "\n")
+    if write_bench_table("lora", out, OUT):
         done.append("bench_table.md")
     for name in ("glue_table.md", "amplification.md", "claims.md"):
         if name in done:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from common.paths import RESULTS_DIR
 from common.plots import cell as _cell
-from common.plots import repeats_table
+from common.plots import selected_runs as _selected
+from common.plots import write_bench_table
 from common.plots import mpl as _plt
 from common.plots import seed_summary
 from common.tasks import get_task
@@ -111,11 +112,6 @@ def depth_figure(df: pd.DataFrame, path: Path) -> None:
             "n_layers", "k (layers with prompts)", path)
 
 
-def _selected(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows at the dev-chosen lr (older CSVs without the column: all rows)."""
-    return df[df["selected"]] if "selected" in df else df
-
-
 def reparam_figure(df: pd.DataFrame, path: Path) -> None:
     _curves(_selected(df), "reparam", {"embedding": ("o-", "embedding"), "mlp": ("s--", "mlp")}, "prompt_len",
             "prompt length", path, log2x=True)
@@ -134,9 +130,7 @@ def main(out: Path = OUT) -> int:
     if (out / "reparam.csv").is_file():
         reparam_figure(pd.read_csv(out / "reparam.csv"), out / "reparam.png")
         done.append("reparam.png")
-    bench = RESULTS_DIR / "bench" / "ptuning_v2.csv"
-    if bench.is_file() and out == OUT:
-        (out / "bench_table.md").write_text(repeats_table(pd.read_csv(bench)) + "\n")
+    if write_bench_table("ptuning_v2", out, OUT):
         done.append("bench_table.md")
     frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
               for n in ("main", "depth", "reparam")}
