@@ -2,8 +2,8 @@
 
 ``python -m common.aggregate --paper lora --experiment glue`` reads
 ``results/records/lora/glue/*.json`` and writes ``results/lora/glue.csv`` with one row per
-(run, split, metric): ``task, method, seed, split, metric, value, trainable_params, total_params,
-model, scale, commit`` plus every config key that varies across the experiment's runs (the swept keys).
+(run, split, metric): ``task, method, seed, split, metric, value, lr, still_improving, trainable_params,
+total_params, model, scale, commit, wall_time_s, run_id`` plus every config key that varies across the experiment's runs (the swept keys).
 """
 from __future__ import annotations
 
@@ -19,23 +19,26 @@ from .errors import UserError
 from .paths import RECORDS_DIR, RESULTS_DIR
 from .records import flatten, write_atomic
 
-BASE_COLUMNS = ["task", "method", "seed", "split", "metric", "value", "trainable_params", "total_params",
-                "model", "scale", "commit"]
+BASE_COLUMNS = ["task", "method", "seed", "split", "metric", "value", "lr", "still_improving", "trainable_params",
+                "total_params", "model", "scale", "commit", "wall_time_s", "run_id"]
 # Config keys already in the base columns, or bookkeeping that never counts as "swept".
 _NOT_SWEPT = {"task.name", "method.name", "seed", "model.name", "scale", "paper", "experiment", "records_dir",
               "force", "data.dir", "trainer.progress", "trainer.num_threads", "trainer.device"}
 
 
+def load_record(path: Path) -> dict | None:
+    """A completed run record, or None when there is none (missing or unfinished)."""
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"malformed run record {path}: {e.msg} at line {e.lineno}") from None
+    return rec if rec.get("status") == "completed" else None
+
+
 def load_records(folder: Path) -> list[dict]:
-    recs = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"malformed run record {path}: {e.msg} at line {e.lineno}") from None
-        if rec.get("status") == "completed":
-            recs.append(rec)
-    return recs
+    return [r for r in (load_record(p) for p in sorted(folder.glob("*.json"))) if r is not None]
 
 
 def swept_keys(records: list[dict]) -> list[str]:
@@ -52,10 +55,11 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
         for split, metrics in r["final"].items():
             for metric, value in metrics.items():
                 rows.append({"task": r["task"], "method": r["method"], "seed": r["seed"], "split": split,
-                             "metric": metric, "value": value, "trainable_params": r["trainable_params"],
+                             "metric": metric, "value": value, "lr": flat.get("method.lr"),
+                             "still_improving": r.get("still_improving"), "trainable_params": r["trainable_params"],
                              "total_params": r["total_params"], "model": r["model"], "scale": r["scale"],
-                             "commit": (r["git"].get("commit") or "")[:12],
-                             **{k: flat.get(k) for k in swept}})
+                             "commit": (r["git"].get("commit") or "")[:12], "wall_time_s": r.get("wall_time_s"),
+                             "run_id": r.get("run_id"), **{k: flat.get(k) for k in swept}})
     return pd.DataFrame(rows, columns=BASE_COLUMNS + swept)
 
 

@@ -121,21 +121,41 @@ def token_states(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, pos
     return _base(model)(inputs_embeds=embeds, attention_mask=mask, **kw).last_hidden_state
 
 
-def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, position_offset: int = 0) -> torch.Tensor:
-    """One vector per sequence. (B, L, H) -> (B, H).
+POOLINGS = ("cls", "mean", "last", "eos")
 
-    Encoders: the first token ([CLS] / <s>). GPT-2: the last real token (right padding). BART / T5:
-    the decoder's state at its start token, attending to the whole encoded input (as BART's own
-    classification head reads the decoder).
+
+def default_pooling(model: nn.Module) -> str:
+    """The head's pooling when the model config names none: [CLS] for BERT / RoBERTa, the last real
+    token for GPT-2, the decoder's start state for BART / T5 (``eos``). MiniLM's is set in its config."""
+    return {"encoder": "cls", "causal": "last", "seq2seq": "eos"}[lm_kind(model)]
+
+
+def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, position_offset: int = 0,
+                 pooling: str | None = None, n_prompt: int = 0) -> torch.Tensor:
+    """One vector per sequence. (B, P+L, H) -> (B, H); the first ``n_prompt`` positions are soft prompts.
+
+    ``cls``: the first input token ([CLS] / <s>). ``mean``: the mean over real input tokens (padding and
+    prompt positions never enter it). ``last``: the last real input token. ``eos`` (BART / T5 only): the
+    decoder's state at its start token (BART: </s>) attending to the whole encoded input, as BART's own
+    classification head reads the decoder.
     """
-    fam = family(model)
-    if fam in ("bert", "roberta"):
-        return token_states(model, embeds, mask, position_offset)[:, 0]
-    if fam == "gpt2":
-        h = token_states(model, embeds, mask, position_offset)  # (B, L, H)
-        last = mask.long().sum(1) - 1
+    pooling = pooling or default_pooling(model)
+    if pooling not in POOLINGS:
+        raise UserError(f"model.pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+    if pooling == "eos":
+        if lm_kind(model) != "seq2seq":
+            raise UserError(f"model.pooling=eos reads a decoder start state and needs BART or T5; this "
+                            f"{family(model)} model takes cls, mean or last")
+        enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        start = torch.full((embeds.size(0), 1), model.config.decoder_start_token_id, device=embeds.device)
+        dec = model.get_decoder()(input_ids=start, encoder_hidden_states=enc, encoder_attention_mask=mask)
+        return dec.last_hidden_state[:, 0]
+    h = token_states(model, embeds, mask, position_offset)[:, n_prompt:]  # (B, L, H): input positions only
+    m = mask[:, n_prompt:]  # (B, L), 1 = real token
+    if pooling == "cls":
+        return h[:, 0]
+    if pooling == "last":
+        last = m.long().sum(1) - 1  # right padding: the last real token
         return h[torch.arange(h.size(0), device=h.device), last]
-    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-    start = torch.full((embeds.size(0), 1), model.config.decoder_start_token_id, device=embeds.device)
-    dec = model.get_decoder()(input_ids=start, encoder_hidden_states=enc, encoder_attention_mask=mask)
-    return dec.last_hidden_state[:, 0]
+    w = m.to(h.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, H)

@@ -7,7 +7,7 @@ Scientific hyperparameters live in ``method`` (its own schema per method, regist
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -18,6 +18,7 @@ class ModelConfig:
     name: str = "minilm"
     hub_id: Optional[str] = None  # override the registry's hub id (e.g. a local checkpoint folder)
     dropout: float = 0.1  # dropout before the task head
+    pooling: Optional[str] = None  # cls | mean | last | eos; null = by architecture (each model file sets its own)
 
 
 @dataclass
@@ -30,7 +31,8 @@ class TaskConfig:
 class DataConfig:
     dir: Optional[str] = None  # mirror root; null = ../shared/data, else $PEFT_DATA_DIR, else "hub"
     max_train: Optional[int] = None  # deterministic subsample sizes (null = all)
-    max_eval: Optional[int] = None  # applies to dev and test each
+    max_dev: Optional[int] = None  # model-selection split (evaluated many times per run)
+    max_test: Optional[int] = None  # reported split; null = all of it
     max_seq_len: int = 128
     target_len: int = 64  # generation targets, in tokens
     bucket: bool = True  # length bucketing of training batches
@@ -47,7 +49,9 @@ class TrainerConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06  # LoRA / RoBERTa's GLUE setting
     max_grad_norm: float = 1.0
-    eval_every_steps: Optional[int] = None  # null = evaluate once per epoch
+    eval_every_steps: Optional[int] = None  # null = evaluate evals_per_epoch times per epoch
+    evals_per_epoch: int = 1  # dev evaluations per epoch (evenly spaced; the last at the epoch's end)
+    head_lr: Optional[float] = None  # the task head's learning rate; null = the method's lr (method.lr)
     eval_test: bool = True  # evaluate the best checkpoint on the test split at the end
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
@@ -63,6 +67,29 @@ class TrainerConfig:
 
 
 @dataclass
+class SweepConfig:
+    """What an experiment file's driver runs (``python -m common.sweep experiment=<name>``; the papers'
+    drivers call the same code). Not part of a run's identity: one run never reads it.
+
+    Cells are task x method x setting; a setting is a dict of overrides (the scientific value, e.g.
+    ``{method.layers: 1-3}``). ``method.lr`` (nuisance) is chosen on dev with ``tune_seed`` from
+    ``lr_grid[method]``, extended past an edge when dev picks one; ``seeds`` are the reported seeds.
+    """
+
+    tasks: List[str] = field(default_factory=list)
+    methods: List[str] = field(default_factory=list)  # empty = the experiment's own method
+    settings: List[Dict[str, Any]] = field(default_factory=list)  # empty = one setting, no overrides
+    seeds: List[int] = field(default_factory=lambda: [2, 3, 4])  # reported
+    tune_seed: int = 1  # chooses the lr; never reported
+    lr_grid: Dict[str, List[float]] = field(default_factory=dict)  # per method, >= 4 log-spaced points
+    tune_at: Optional[Dict[str, Any]] = None  # null: tune at every setting; else the setting whose lr all share
+    lr_from: Dict[str, str] = field(default_factory=dict)  # method -> "<paper>/<experiment>": reuse its chosen lr
+    method_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # method -> overrides for its runs
+    max_extend: int = 3  # grid extensions past an edge, per cell
+    smoke_tasks: List[str] = field(default_factory=list)  # --smoke runs these tasks (default: the first)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -75,13 +102,17 @@ class RunConfig:
     experiment: str = "default"
     records_dir: Optional[str] = None  # null = results/records
     force: bool = False  # re-run even if a completed record exists
+    sweep: SweepConfig = field(default_factory=SweepConfig)  # the experiment's sweep (drivers read it)
 
 
 def register_configs() -> None:
     """Register the run schema and one schema per method (``/schema/method/<name>``)."""
     from .methods import METHODS, load_plugins
 
+    from .budgets import register_resolver
+
     load_plugins()
+    register_resolver()
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for name, spec in METHODS.items():

@@ -259,11 +259,14 @@ class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar length: shuffle, sort within pools of ``pool_batches`` batches, shuffle batches.
 
     Cuts padding (see ``common.bench``) while keeping batches random; ``shuffle=False`` sorts the
-    whole split by length (evaluation: predictions are put back in order by ``index``).
+    whole split by length (evaluation: predictions are put back in order by ``index``). The pool is
+    small on purpose: a pool as large as the training set sorts all of it, and then every seed and
+    epoch sees nearly the same batches (on RTE's train set, two seeds share 27.5 % of their in-batch
+    pairs with a 50-batch pool, 7.5 % with 8 batches, 1.5 % with random batches; padding 2.3 / 9.1 / 48 %).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
-                 pool_batches: int = 50, bucket: bool = True):
+                 pool_batches: int = 8, bucket: bool = True):
         self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
         self.seed, self.pool, self.bucket, self.epoch = seed, pool_batches * batch_size, bucket, 0
 

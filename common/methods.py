@@ -137,8 +137,15 @@ def attach_method(model: TaskModel, cfg: Any, max_seq_len: int | None = None) ->
     return {"trainable_params": trainable, "total_params": total}
 
 
+TASK_STATS = ("target_mean", "target_std")  # regression standardisation (TaskModel buffers), saved with the head
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters, plus a regression model's target statistics (needed to reproduce outputs)."""
+    state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if getattr(model, "task_type", None) == "regression":
+        state.update({n: getattr(model, n).detach() for n in TASK_STATS})
+    return state
 
 
 def save_trainable(model: nn.Module, folder: Path, method_cfg: Any = None) -> Path:
@@ -164,7 +171,7 @@ def load_trainable(model: nn.Module, path: Path) -> None:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
         raise UserError(f"{path}: trainable state does not match the model (missing {missing[:5]}, "
                         f"unexpected {extra[:5]}); was it saved with the same method and model?")
-    params = dict(model.named_parameters())
+    params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)

@@ -40,6 +40,9 @@ MODELS: dict[str, ModelEntry] = {
     "gpt2-medium": ModelEntry("hub", "gpt2", "openai-community/gpt2-medium"),
     **{f"tiny-{f}": ModelEntry("tiny", f) for f in ("bert", "roberta", "bart", "t5", "gpt2")},
 }
+# all-MiniLM-L6-v2 was trained as a sentence encoder with mean pooling: its [CLS] state is not what it learned to
+# make useful, and a frozen backbone cannot re-learn that. Others: by architecture (arch.default_pooling).
+DEFAULT_POOLING = {"minilm": "mean"}
 TINY = dict(hidden=32, layers=2, heads=4, ffn=64, positions=256)  # seconds per test on 2 cores
 
 
@@ -141,10 +144,21 @@ class TaskModel(nn.Module):
     ``(embeds (B, L, H), mask (B, L))`` to ``(embeds (B, P+L, H), mask (B, P+L))``.
     """
 
-    def __init__(self, backbone: nn.Module, task_type: str, num_labels: int, dropout: float = 0.1):
+    def __init__(self, backbone: nn.Module, task_type: str, num_labels: int, dropout: float = 0.1,
+                 pooling: str | None = None):
         super().__init__()
         self.backbone, self.task_type, self.num_labels = backbone, task_type, num_labels
         self.kind = arch.lm_kind(backbone)
+        self.pooling = pooling or arch.default_pooling(backbone)
+        if self.pooling not in arch.POOLINGS:
+            raise UserError(f"model.pooling={self.pooling!r}; valid: {', '.join(arch.POOLINGS)}")
+        if self.pooling == "eos" and self.kind != "seq2seq":
+            raise UserError(f"model.pooling=eos reads a decoder start state and needs BART or T5; this "
+                            f"{arch.family(backbone)} model takes cls, mean or last")
+        # Regression: the head predicts (y - target_mean) / target_std (set from the training labels by
+        # set_target_stats), so a low-lr run does not spend its steps fitting the mean; outputs are rescaled.
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
         self.input_transform: nn.Module | None = None
         self.position_offset = 0  # set by methods whose prefixes shift the input's positions (P-Tuning v2)
         self.label_smoothing = 0.0  # of every cross-entropy loss; the trainer sets it from trainer.label_smoothing
@@ -181,11 +195,12 @@ class TaskModel(nn.Module):
                                    label_smoothing=self.label_smoothing) \
                 if labels is not None else None
             return {"loss": loss, "logits": logits}
-        pooled = arch.pooled_state(self.backbone, embeds, mask, self.position_offset)  # (B, H)
+        pooled = arch.pooled_state(self.backbone, embeds, mask, self.position_offset, self.pooling, P)  # (B, H)
         logits = self.head(self.dropout(pooled))
         if t == "regression":
-            logits = logits.squeeze(-1)  # (B,)
-            loss = F.mse_loss(logits, labels) if labels is not None else None
+            z = logits.squeeze(-1)  # (B,) standardised prediction
+            loss = F.mse_loss(z, (labels - self.target_mean) / self.target_std) if labels is not None else None
+            return {"loss": loss, "logits": z * self.target_std + self.target_mean}  # original scale
         elif t == "multiple_choice":
             logits = _per_example(logits.squeeze(-1), batch["n_choices"])  # (B, max options), -inf padded
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) \
@@ -194,6 +209,12 @@ class TaskModel(nn.Module):
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) \
                 if labels is not None else None
         return {"loss": loss, "logits": logits}
+
+    def set_target_stats(self, targets: list[float]) -> None:
+        """Standardise regression targets with the training set's mean and std (population std)."""
+        t = torch.tensor(targets, dtype=torch.float)
+        self.target_mean.fill_(t.mean().item())
+        self.target_std.fill_(max(t.std(unbiased=False).item(), 1e-6))
 
     def _lm_forward(self, embeds, mask, labels, P):
         if self.kind == "causal" and P and labels is not None:
@@ -232,12 +253,13 @@ def _per_example(scores: torch.Tensor, n_choices: torch.Tensor) -> torch.Tensor:
 
 
 def build_task_model(model_name: str, task_type: str, num_labels: int, hub_id: str | None = None,
-                     tokenizer=None, dropout: float = 0.1) -> tuple[TaskModel, object]:
+                     tokenizer=None, dropout: float = 0.1, pooling: str | None = None) -> tuple[TaskModel, object]:
+    """Backbone + head. ``pooling`` None = the model's default (:data:`DEFAULT_POOLING`, else by architecture)."""
     tok = tokenizer or load_tokenizer(model_name, hub_id)
     if tok.pad_token_id is None:  # GPT-2 ships without a pad token
         tok.pad_token = tok.eos_token
     backbone = load_backbone(model_name, hub_id, tok)
-    return TaskModel(backbone, task_type, num_labels, dropout), tok
+    return TaskModel(backbone, task_type, num_labels, dropout, pooling or DEFAULT_POOLING.get(model_name)), tok
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' threads + DataLoader fork warn otherwise

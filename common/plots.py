@@ -117,6 +117,15 @@ def cell(row) -> str:
     return f"{row['median']:.1f} [{row['min']:.1f}, {row['max']:.1f}]"
 
 
+def markdown(df: pd.DataFrame) -> str:
+    """A plain Markdown table of ``df`` (numbers right-aligned; no extra dependency)."""
+    num = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "|".join("---:" if n else "---" for n in num) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def mpl():
     """matplotlib.pyplot with the file-only Agg backend (no display here, nor in CI)."""
     import matplotlib

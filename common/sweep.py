@@ -1,18 +1,32 @@
-"""What every paper's experiment driver shares: compose a run config from ``conf/``, run many in
-parallel (resumable: finished runs are skipped), choose the learning rate on dev, write CSVs atomically.
+"""One sweep engine for every paper: an experiment file's ``sweep:`` block is what its driver runs.
 
-    cfgs = [compose(["experiment=lora_glue", f"task={t}", "seed=1"]) for t in tasks]
-    run_all(cfgs, jobs=2)
-    choice = choose_lr(RECORDS_DIR / "lora" / "glue", tasks)
+    python -m common.sweep experiment=ptv2_main [--jobs 2]     # tune lr on dev, run the reported seeds, write CSVs
+    python -m common.plan experiment=ptv2_main                  # what it would cost, without running it
+
+A sweep's cells are task x method x setting (a setting = overrides for the scientific value). For each
+cell the learning rate (nuisance) is chosen on dev with ``sweep.tune_seed`` from ``sweep.lr_grid``; when
+dev picks an edge of the grid, the grid is extended by one log-step past that edge and tried again (at
+most ``sweep.max_extend`` times, recorded). The reported seeds then run at the chosen lr. Every run is
+``common.run`` on a Hydra-composed config; finished runs are skipped, so an interrupted sweep resumes.
+
+Outputs in ``results/<paper>/``: ``<experiment>.csv`` (long format, every run of the sweep with
+``selected``, ``role`` = tune | report, ``setting`` and ``still_improving``) and
+``<experiment>_lr_choice.csv`` (per cell: chosen lr, its dev score, the grid tried, whether it is still
+at an edge).
 """
 from __future__ import annotations
 
 import io
+import json
 import logging
+import math
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .errors import UserError
 from .paths import REPO_ROOT
 from .records import write_atomic
 
@@ -51,31 +65,15 @@ def run_all(cfgs: list[dict], jobs: int) -> None:
     """Run ``cfgs`` ``jobs`` at a time (joblib / loky processes); completed records are skipped."""
     from joblib import Parallel, delayed
 
-    log.info("%d runs, %d at a time", len(cfgs), jobs)
-    if jobs <= 1:
-        for c in cfgs:
+    from .records import is_complete, record_path
+
+    todo = [c for c in cfgs if c.get("force") or not is_complete(record_path(c))]
+    log.info("%d runs (%d already done), %d at a time", len(cfgs), len(cfgs) - len(todo), jobs)
+    if jobs <= 1 or len(todo) <= 1:
+        for c in todo:
             _run_one(c)
         return
-    Parallel(n_jobs=jobs, backend="loky", verbose=5)(delayed(_run_one)(c) for c in cfgs)
-
-
-def choose_lr(folder: Path, tasks, seed: int = 1, where=None) -> pd.DataFrame:
-    """Per (task, method): the ``method.lr`` with the best dev score (primary metric) at ``seed``,
-    among the records for which ``where(record)`` holds (default: all); ties go to the smaller lr.
-    Columns: task, method, lr, metric, dev, grid."""
-    from .aggregate import load_records
-
-    rows = []
-    for r in load_records(folder):
-        if r["seed"] == seed and r["task"] in tasks and (where is None or where(r)):
-            rows.append({"task": r["task"], "method": r["method"], "lr": r["config"]["method"]["lr"],
-                         "metric": r["primary_metric"], "dev": r["final"]["dev"][r["primary_metric"]]})
-    df = pd.DataFrame(rows)
-    best = df.sort_values(["task", "method", "dev", "lr"], ascending=[True, True, False, True])
-    best = best.groupby(["task", "method"], as_index=False).first()
-    grid = df.groupby(["task", "method"])["lr"].apply(lambda s: " ".join(f"{v:g}" for v in sorted(s)))
-    best["grid"] = [grid[(t, m)] for t, m in zip(best.task, best.method)]
-    return best
+    Parallel(n_jobs=jobs, backend="loky", verbose=5)(delayed(_run_one)(c) for c in todo)
 
 
 def write_frame(df: pd.DataFrame, path: Path) -> None:
@@ -85,65 +83,304 @@ def write_frame(df: pd.DataFrame, path: Path) -> None:
     log.info("wrote %s (%d rows)", path, len(df))
 
 
-class Plan:
-    """A paper's experiments: one method per experiment; subclasses set ``paper`` and ``steps``."""
-
-    paper = ""
-    steps: tuple[str, ...] = ()  # method names, in the order `all` runs them
-    smoke_tasks: dict[str, tuple[str, ...]] = {}  # step -> tasks under --smoke
-
-    def __init__(self, smoke: bool, records_dir: Path, out_dir: Path, jobs: int):
-        self.smoke, self.records_dir, self.out_dir, self.jobs = smoke, records_dir, out_dir, jobs
-
-    def cfg(self, experiment: str, *overrides: str) -> dict:
-        return compose([f"experiment={experiment}", *overrides,
-                        *driver_overrides(self.records_dir, self.jobs, self.smoke)])
-
-    def folder(self, experiment: str) -> Path:
-        return self.records_dir / self.paper / experiment
-
-    def write(self, df: pd.DataFrame, name: str) -> None:
-        write_frame(df, self.out_dir / name)
-
-    def chosen_lr(self, task: str, method: str, first: str, file: str = "lr_choice.csv") -> float:
-        """The dev-chosen lr of ``method`` on ``task`` from ``file`` (written by step ``first``)."""
-        from .errors import UserError
-
-        path = self.out_dir / file
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `python -m {self.paper}.experiments {first}` first "
-                            f"(later experiments use its dev-tuned {method} lr)")
-        ch = pd.read_csv(path)
-        hit = ch[(ch.task == task) & (ch.method == method)]
-        if hit.empty:
-            raise UserError(f"no {method} lr chosen for task {task!r} in {path}")
-        return float(hit.lr.iloc[0])
+def override(key: str, value) -> str:
+    """A Hydra override string for one setting value (lists as ``[a,b]``)."""
+    if isinstance(value, (list, tuple)):
+        return f"{key}=[{','.join(str(v) for v in value)}]"
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    return f"{key}={value}"
 
 
-def driver_main(plan_cls: type[Plan], argv: list[str] | None, description: str) -> int:
-    """The command line every ``<paper>.experiments`` shares: ``{step,...,all} [--jobs] [--smoke --out]``."""
+def setting_label(setting: dict) -> str:
+    """``key=value;key=value`` (lists joined by commas); ``""`` for the empty setting."""
+    def fmt(v):
+        return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else (str(v).lower() if isinstance(v, bool) else str(v))
+    return ";".join(f"{k}={fmt(v)}" for k, v in setting.items())
+
+
+def extend(grid: list[float], edge: str) -> float:
+    """One log-step past ``edge`` (``low`` / ``high``) of a sorted grid, the step being that edge's spacing."""
+    if len(grid) < 2:
+        raise UserError(f"an lr grid needs at least 2 points to extend, got {grid}")
+    if edge == "low":
+        return float(f"{grid[0] * grid[0] / grid[1]:.3g}")
+    return float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")
+
+
+def pick(scores: dict[float, float]) -> tuple[float, str | None]:
+    """Best lr by dev score (ties: the smaller lr) and which edge of the grid it sits on (or None)."""
+    grid = sorted(scores)
+    best = max(grid, key=lambda lr: (scores[lr], -lr))
+    edge = "low" if best == grid[0] else "high" if best == grid[-1] else None
+    return best, edge
+
+
+@dataclass
+class Cell:
+    task: str
+    method: str
+    setting: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.task, self.method, setting_label(self.setting)
+
+
+class Sweep:
+    """The runs an experiment file's ``sweep:`` block describes, and the machinery to run them."""
+
+    def __init__(self, experiment: str, records_dir: Path | None = None, out_dir: Path | None = None,
+                 jobs: int = 2, smoke: bool = False, extra: tuple[str, ...] = ()):
+        from .paths import RECORDS_DIR, RESULTS_DIR
+
+        self.experiment, self.jobs, self.smoke = experiment, jobs, smoke
+        self.records_dir = records_dir or RECORDS_DIR
+        self.results_root = out_dir or RESULTS_DIR
+        self.extra = [f"experiment={experiment}", *extra, *driver_overrides(self.records_dir, jobs, smoke)]
+        self.base = compose(self.extra)
+        self._cfgs: dict = {}
+        s = self.spec = self.base["sweep"]
+        self.paper, self.name = self.base["paper"], self.base["experiment"]
+        self.out_dir = self.results_root / self.paper
+        if not s["tasks"]:
+            raise UserError(f"experiment={experiment} has no sweep (sweep.tasks is empty): it is a single-run "
+                            f"preset; run it with `python -m common.train experiment={experiment}`")
+        self.methods = s["methods"] or [self.base["method"]["name"]]
+        for m in self.methods:
+            if m in s["lr_from"]:
+                continue
+            if len(s["lr_grid"].get(m, [])) < 4:
+                raise UserError(f"experiment={experiment}: sweep.lr_grid.{m} needs at least 4 log-spaced points "
+                                f"(or sweep.lr_from.{m} to reuse another sweep's choice), has "
+                                f"{s['lr_grid'].get(m, [])}")
+        tasks = (s["smoke_tasks"] or s["tasks"][:1]) if smoke else s["tasks"]
+        settings = s["settings"] or [{}]
+        self.cells = [Cell(t, m, dict(st)) for t in tasks for m in self.methods for st in settings]
+        self.seeds = s["seeds"][:1] if smoke else s["seeds"]
+        self.max_extend = min(1, s["max_extend"]) if smoke else s["max_extend"]
+
+    # ------------------------------------------------------------------ configs
+    def cfg(self, cell: Cell, seed: int, lr: float) -> dict:
+        key = (cell.key, seed, float(lr))
+        if key not in self._cfgs:  # composing takes ~0.1 s; tuning loops ask for the same configs repeatedly
+            self._cfgs[key] = self._compose(cell, seed, lr)
+        return self._cfgs[key]
+
+    def _compose(self, cell: Cell, seed: int, lr: float) -> dict:
+        per_method = self.spec["method_overrides"].get(cell.method, {})
+        ov = [*self.extra, f"task={cell.task}", f"method={cell.method}" if self.spec["methods"] else None,
+              *(override(k, v) for k, v in per_method.items()),
+              *(override(k, v) for k, v in cell.setting.items()), f"seed={seed}", f"method.lr={lr}"]
+        return compose([o for o in ov if o])
+
+    def tuned(self, cell: Cell) -> bool:
+        """Whether this sweep chooses the cell's lr itself (else it reuses ``lr_from``'s choice)."""
+        return cell.method not in self.spec["lr_from"]
+
+    def tune_cell(self, cell: Cell) -> Cell:
+        """The cell whose lr this cell uses (itself, or the same task and method at ``tune_at``)."""
+        at = self.spec["tune_at"]
+        return cell if at is None else Cell(cell.task, cell.method, dict(at))
+
+    def tune_cells(self) -> list[Cell]:
+        return list({self.tune_cell(c).key: self.tune_cell(c) for c in self.cells if self.tuned(c)}.values())
+
+    def grid(self, cell: Cell) -> list[float]:
+        g = sorted(float(x) for x in self.spec["lr_grid"][cell.method])
+        return g[:2] if self.smoke else g
+
+    # ------------------------------------------------------------------ lr choice
+    def choice_path(self) -> Path:
+        return self.out_dir / f"{self.name}_lr_choice.csv"
+
+    def _dev(self, cfg: dict) -> float | None:
+        from .aggregate import load_record
+        from .records import record_path
+
+        rec = load_record(record_path(cfg))
+        return None if rec is None else rec["final"]["dev"][rec["primary_metric"]]
+
+    def tune(self, run: bool = True) -> pd.DataFrame:
+        """Grid + edge extension per tuning cell (``run=False``: only read what exists), plus the borrowed
+        choices of ``lr_from`` methods."""
+        cells = self.tune_cells()
+        grids = {c.key: self.grid(c) for c in cells}
+        extended = {c.key: 0 for c in cells}
+        seed = self.spec["tune_seed"]
+        if not run:  # the grids as far as an earlier run extended them
+            prev = self._read_choice()
+            for c in cells:
+                if prev is not None and c.key in prev:
+                    grids[c.key], extended[c.key] = prev[c.key]
+        while cells:
+            if run:
+                run_all([self.cfg(c, seed, lr) for c in cells for lr in grids[c.key]], self.jobs)
+            again = False
+            for c in cells:
+                scores = {lr: self._dev(self.cfg(c, seed, lr)) for lr in grids[c.key]}
+                if any(v is None for v in scores.values()):
+                    continue
+                _, edge = pick(scores)
+                if run and edge and extended[c.key] < self.max_extend:
+                    grids[c.key] = sorted([*grids[c.key], extend(grids[c.key], edge)])
+                    extended[c.key] += 1
+                    again = True
+            if not again:
+                break
+        rows = []
+        for c in cells:
+            scores = {lr: self._dev(self.cfg(c, seed, lr)) for lr in grids[c.key]}
+            if any(v is None for v in scores.values()):
+                continue
+            best, edge = pick(scores)
+            rows.append({"task": c.task, "method": c.method, "setting": setting_label(c.setting), "lr": best,
+                         "dev": scores[best], "grid": " ".join(f"{x:g}" for x in grids[c.key]),
+                         "extended": extended[c.key], "at_edge": edge or ""})
+        df = pd.DataFrame(rows, columns=CHOICE_COLUMNS)
+        if run and cells:
+            write_frame(df, self.choice_path())
+        borrowed = self.borrowed_choice()
+        return pd.concat([df, borrowed], ignore_index=True) if len(borrowed) else df
+
+    def _read_choice(self) -> dict | None:
+        try:
+            ch = pd.read_csv(self.choice_path(), keep_default_na=False)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return None
+        return {(r.task, r.method, r.setting): ([float(x) for x in str(r.grid).split()], int(r.extended))
+                for r in ch.itertuples()}
+
+    def borrowed_choice(self) -> pd.DataFrame:
+        """``lr_from`` methods: the other sweep's chosen lr per (task, method), applied to every setting here."""
+        rows = []
+        for c in self.cells:
+            if self.tuned(c):
+                continue
+            source = self.spec["lr_from"][c.method]
+            path = self.results_root / f"{source}_lr_choice.csv"
+            if not path.is_file():
+                raise UserError(f"{path} not found: run the sweep that writes it first (`python -m common.sweep "
+                                f"experiment=<the {source} file>`); this sweep reuses its dev-chosen {c.method} lr")
+            ch = pd.read_csv(path, keep_default_na=False)
+            hit = ch[(ch.task == c.task) & (ch.method == c.method)]
+            if hit.empty:
+                raise UserError(f"{path} has no lr for task {c.task!r}, method {c.method!r}")
+            rows.append({"task": c.task, "method": c.method, "setting": setting_label(c.setting),
+                         "lr": float(hit.lr.iloc[0]), "dev": float("nan"), "grid": f"from {source}",
+                         "extended": 0, "at_edge": ""})
+        return pd.DataFrame(rows, columns=CHOICE_COLUMNS)
+
+    def chosen(self, choice: pd.DataFrame) -> dict[tuple, float]:
+        """Cell key -> its chosen lr (a cell tuned at ``tune_at`` takes that cell's lr)."""
+        by_key = {(r.task, r.method, r.setting): float(r.lr) for r in choice.itertuples()}
+        out = {}
+        for c in self.cells:
+            k = self.tune_cell(c).key if self.tuned(c) else c.key
+            if k in by_key:
+                out[c.key] = by_key[k]
+        return out
+
+    # ------------------------------------------------------------------ the whole sweep
+    def report_cfgs(self, lrs: dict[tuple, float]) -> list[tuple[Cell, dict]]:
+        return [(c, self.cfg(c, s, lrs[c.key])) for c in self.cells if c.key in lrs for s in self.seeds]
+
+    def planned(self) -> list[dict]:
+        """Every run the sweep will make, as far as known now: the grid (as extended so far) at the tuning
+        seed, and the reported seeds at the chosen lr (the grid's first point where not chosen yet)."""
+        prev = self._read_choice() or {}
+        plan = []
+        for c in self.tune_cells():
+            for lr in prev.get(c.key, (self.grid(c), 0))[0]:
+                plan.append({"phase": "tune", "cell": c, "cfg": self.cfg(c, self.spec["tune_seed"], lr)})
+        try:
+            lrs = self.chosen(self.tune(run=False))
+        except UserError:
+            lrs = {}
+        for c in self.cells:
+            known = c.key in lrs
+            lr = lrs[c.key] if known else (self.grid(c)[0] if self.tuned(c) else 1e-3)
+            for s in self.seeds:
+                plan.append({"phase": "report", "cell": c, "cfg": self.cfg(c, s, lr), "lr_known": known})
+        return plan
+
+    def run(self) -> pd.DataFrame:
+        choice = self.tune()
+        lrs = self.chosen(choice)
+        missing = [c.key for c in self.cells if c.key not in lrs]
+        if missing:
+            raise UserError(f"no lr chosen for {missing[:3]}: their tuning runs did not complete")
+        run_all([cfg for _, cfg in self.report_cfgs(lrs)], self.jobs)
+        return self.collect(choice)
+
+    def collect(self, choice: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The sweep's CSV from its records: tuning grid (as extended) + reported seeds, nothing else."""
+        from .aggregate import load_record, to_frame
+        from .records import record_path
+
+        choice = self.tune(run=False) if choice is None else choice
+        lrs = self.chosen(choice)
+        tune_by_key = {c.key: c for c in self.tune_cells()}
+        runs = []
+        for r in choice.itertuples():
+            cell = tune_by_key.get((r.task, r.method, r.setting))
+            if cell is not None:
+                runs += [(cell, self.cfg(cell, self.spec["tune_seed"], float(lr)), "tune")
+                         for lr in str(r.grid).split()]
+        runs += [(c, cfg, "report") for c, cfg in self.report_cfgs(lrs)]
+        recs, meta = [], {}
+        for cell, cfg, role in runs:
+            rec = load_record(record_path(cfg))
+            if rec is not None and rec["run_id"] not in meta:
+                recs.append(rec)
+                chosen = lrs.get(cell.key) if role == "report" else by_choice(choice, cell)
+                meta[rec["run_id"]] = (setting_label(cell.setting), role, chosen)
+        if not recs:
+            raise UserError(f"no completed runs of experiment={self.experiment} in {self.records_dir}")
+        df = to_frame(recs)
+        df["setting"] = [meta[i][0] for i in df.run_id]
+        df["role"] = [meta[i][1] for i in df.run_id]
+        df["selected"] = [meta[i][2] is not None and abs(lr - meta[i][2]) <= 1e-9 * lr
+                          for i, lr in zip(df.run_id, df["lr"])]
+        write_frame(df, self.out_dir / f"{self.name}.csv")
+        return df
+
+
+CHOICE_COLUMNS = ["task", "method", "setting", "lr", "dev", "grid", "extended", "at_edge"]
+
+
+def by_choice(choice: pd.DataFrame, cell: Cell) -> float | None:
+    hit = choice[(choice.task == cell.task) & (choice.method == cell.method)
+                 & (choice.setting == setting_label(cell.setting))]
+    return float(hit.lr.iloc[0]) if len(hit) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m common.sweep experiment=<name> [overrides] [--jobs N] [--smoke --out DIR]``."""
     import argparse
-    import sys
 
-    from .errors import UserError
-    from .paths import RECORDS_DIR, RESULTS_DIR
-
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("what", choices=[*plan_cls.steps, "all"])
+    ap = argparse.ArgumentParser(description="Run an experiment file's sweep (lr tuned on dev, then the reported seeds).")
+    ap.add_argument("overrides", nargs="+", help="experiment=<name> and any Hydra overrides")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--smoke", action="store_true", help="smoke budget (32 examples), fewer tasks: code paths only")
-    ap.add_argument("--out", type=Path, default=None, help="default: results/ (smoke: required)")
+    ap.add_argument("--smoke", action="store_true", help="smoke budget, first task: code paths only")
+    ap.add_argument("--out", type=Path, default=None, help="results root (default: results/; --smoke: required)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    exp = [o for o in a.overrides if o.startswith("experiment=")]
+    if not exp:
+        print("error: name the sweep: experiment=<name> (the files in conf/experiment/)", file=sys.stderr)
+        return 2
     if a.smoke and a.out is None:
         ap.error("--smoke needs --out (smoke results never go to results/)")
-    root = a.out or RESULTS_DIR
-    plan = plan_cls(a.smoke, root / "records" if a.out else RECORDS_DIR, root / plan_cls.paper, a.jobs)
-    small = plan_cls.smoke_tasks if a.smoke else {}
     try:
-        for what in (list(plan_cls.steps) if a.what == "all" else [a.what]):
-            getattr(plan, what)(*([small[what]] if what in small else []))
+        sw = Sweep(exp[0].split("=", 1)[1], records_dir=(a.out / "records") if a.out else None, out_dir=a.out,
+                   jobs=a.jobs, smoke=a.smoke, extra=tuple(o for o in a.overrides if o not in exp))
+        sw.run()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -105,16 +105,14 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
     model.to(device)
     model.label_smoothing = cfg.label_smoothing
     params = [p for p in model.parameters() if p.requires_grad]
-    # no weight decay on biases and norms (standard for BERT-style fine-tuning)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(param_groups(model, lr, cfg), lr=lr)
     train_loader = loader(train, spec, tok.pad_token_id, cfg.batch_size, shuffle=True, seed=seed, bucket=bucket)
-    total = len(train_loader) * cfg.epochs
+    per_epoch = len(train_loader)
+    total = per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     warmup = math.ceil(cfg.warmup_ratio * total)
+    eval_steps = eval_schedule(per_epoch, total, cfg)
 
     def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0
         if step < warmup:
@@ -160,12 +158,10 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
             bar.update(1)
             if step % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{running / n_running:.4f}")
-            if cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
+            if step in eval_steps:
                 run_eval(epoch)
             if step >= total:
                 break
-        if not cfg.eval_every_steps or not history or history[-1]["step"] != step:
-            run_eval(epoch)
         if step >= total:
             break
     bar.close()
@@ -174,4 +170,35 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
         with torch.no_grad():
             for n, t in best_state.items():
                 params_by_name[n].copy_(t)
-    return {"history": history, "best": best, "steps": step, "device": str(device)}
+    # Convergence flag: the best dev evaluation was the last one, so the curve may still be rising.
+    still_improving = bool(history) and best["step"] == history[-1]["step"] and len(history) > 1
+    return {"history": history, "best": best, "steps": step, "device": str(device),
+            "still_improving": still_improving}
+
+
+def param_groups(model: TaskModel, lr: float, cfg: TrainerConfig) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms (standard for BERT-style fine-tuning); the task
+    head at ``trainer.head_lr`` when set (a fresh head under a PEFT method's tiny or huge lr is a known
+    failure mode), else at ``lr``."""
+    head = {id(p) for p in model.head.parameters()} if model.head is not None else set()
+    head_lr = cfg.head_lr if cfg.head_lr is not None else lr
+    groups = []
+    for is_head, group_lr in ((False, lr), (True, head_lr)):
+        ps = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == is_head]
+        for decayed in (True, False):
+            sel = [p for p in ps if (p.ndim >= 2) == decayed]
+            if sel:
+                groups.append({"params": sel, "lr": group_lr, "weight_decay": cfg.weight_decay if decayed else 0.0,
+                               "name": ("head" if is_head else "body") + ("" if decayed else "_no_decay")})
+    return groups
+
+
+def eval_schedule(per_epoch: int, total: int, cfg: TrainerConfig) -> set[int]:
+    """Optimiser steps after which dev is evaluated: every ``eval_every_steps``, or ``evals_per_epoch``
+    evenly spaced points per epoch (the last at the epoch's end); always after the final step."""
+    if cfg.eval_every_steps:
+        steps = set(range(cfg.eval_every_steps, total + 1, cfg.eval_every_steps))
+    else:
+        k = max(1, cfg.evals_per_epoch)
+        steps = {e * per_epoch + math.ceil(per_epoch * j / k) for e in range(cfg.epochs) for j in range(1, k + 1)}
+    return {s for s in steps if 0 < s <= total} | {total}

@@ -1,0 +1,52 @@
+"""The `small` scale's budgets per task and method: training-set size, epochs, dev evaluations.
+
+``conf/config.yaml`` reads them through the ``budget`` resolver, so ``--cfg job`` and every run record
+show the resolved numbers::
+
+    data.max_train: ${budget:max_train,${task.name},${method.name}}
+
+An experiment file may still override any of them (``data.max_train: 2000``); ``scale=smoke`` and
+``scale=paper`` replace them. How the numbers were chosen: full training sets where affordable (RTE,
+MRPC, STS-B, CoLA); SST-2 and CoNLL-2003 subsampled; epochs such that the dev curve has flattened
+(``still_improving`` in every run record says whether the best dev evaluation was the last one), with
+methods that freeze the backbone given more epochs than full fine-tuning. The calibration table
+(``results/common/calibration.csv``) checks that full fine-tuning lands near MiniLM's known scores.
+"""
+from __future__ import annotations
+
+# Task -> data sizes (None = all) and full fine-tuning's epochs. Dev: GLUE's held-out part of train
+# (<= 1000), CoNLL's validation capped (it is evaluated many times per run); test: always all of it.
+TASKS: dict[str, dict] = {
+    "rte": {"max_train": None, "max_dev": None, "epochs": 5},
+    "mrpc": {"max_train": None, "max_dev": None, "epochs": 3},
+    "stsb": {"max_train": None, "max_dev": None, "epochs": 3},
+    "cola": {"max_train": None, "max_dev": None, "epochs": 3},
+    "sst2": {"max_train": 10000, "max_dev": None, "epochs": 3},
+    "conll2003": {"max_train": 5000, "max_dev": 1000, "epochs": 3},
+}
+DEFAULT = {"max_train": 2000, "max_dev": 500, "epochs": 3}  # tasks without a calibrated entry
+# Methods that train a small part of a frozen backbone move more slowly per step than full fine-tuning:
+# they get this many times FT's epochs (prompt tuning, whose only input is the soft prompt, the most).
+EPOCH_FACTOR = {"full_ft": 1, "top_k": 1, "prompt_tuning": 3}
+PEFT_EPOCH_FACTOR = 2  # every other method (bitfit, lora, deep_prompt, adapters, lst, head_only, ...)
+EVALS_PER_RUN = 10  # dev evaluations per run (at least one per epoch): enough points to see the curve flatten
+
+
+def budget(key: str, task: str, method: str):
+    """One budget number of the `small` scale for (task, method)."""
+    t = TASKS.get(task, DEFAULT)
+    epochs = t["epochs"] * EPOCH_FACTOR.get(method, PEFT_EPOCH_FACTOR)
+    if key == "epochs":
+        return epochs
+    if key == "evals_per_epoch":
+        return max(1, -(-EVALS_PER_RUN // epochs))  # ceil
+    if key in ("max_train", "max_dev"):
+        return t[key]
+    raise KeyError(f"no budget {key!r}; budgets: epochs, evals_per_epoch, max_train, max_dev")
+
+
+def register_resolver() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("budget"):
+        OmegaConf.register_new_resolver("budget", budget)
