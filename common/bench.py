@@ -33,6 +33,21 @@ def minilm_batch(tok, batch_size: int, seq_len: int) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (batch_size,))}
 
 
+def time_forward(model, batch: dict, batch_size: int, steps: int, warmup: int) -> float:
+    """Examples/s of no-grad forward passes of ``model`` in eval mode on ``batch`` (after ``warmup``)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(batch)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model(batch)
+        dt = time.perf_counter() - t0
+    return steps * batch_size / dt
+
+
 def time_steps(loss_fn, trainable: list, batch_size: int, steps: int, warmup: int) -> dict:
     """Examples/s over ``steps`` full optimiser steps (after ``warmup``) and the process's peak memory."""
     import torch

@@ -30,6 +30,9 @@ DEFAULT = {"max_train": 2000, "max_dev": 500, "epochs": 3}  # tasks without a ca
 EPOCH_FACTOR = {"full_ft": 1, "top_k": 1, "prompt_tuning": 3}
 PEFT_EPOCH_FACTOR = 2  # every other method (bitfit, lora, deep_prompt, adapters, lst, head_only, ...)
 EVALS_PER_RUN = 10  # dev evaluations per run (at least one per epoch): enough points to see the curve flatten
+# Methods given extra epochs stop once `patience` dev evaluations in a row bring no new best (the extra epochs
+# are an upper bound, not a cost paid when the curve is flat); full fine-tuning runs its epochs out.
+PATIENCE = 4
 
 
 def budget(key: str, task: str, method: str):
@@ -40,9 +43,11 @@ def budget(key: str, task: str, method: str):
         return epochs
     if key == "evals_per_epoch":
         return max(1, -(-EVALS_PER_RUN // epochs))  # ceil
+    if key == "patience":
+        return None if EPOCH_FACTOR.get(method, PEFT_EPOCH_FACTOR) == 1 else PATIENCE
     if key in ("max_train", "max_dev"):
         return t[key]
-    raise KeyError(f"no budget {key!r}; budgets: epochs, evals_per_epoch, max_train, max_dev")
+    raise KeyError(f"no budget {key!r}; budgets: epochs, evals_per_epoch, patience, max_train, max_dev")
 
 
 def register_resolver() -> None:

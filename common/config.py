@@ -51,6 +51,7 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     eval_every_steps: Optional[int] = None  # null = evaluate evals_per_epoch times per epoch
     evals_per_epoch: int = 1  # dev evaluations per epoch (evenly spaced; the last at the epoch's end)
+    patience: Optional[int] = None  # stop after this many dev evaluations without a new best (null = never)
     head_lr: Optional[float] = None  # the task head's learning rate; null = the method's lr (method.lr)
     eval_test: bool = True  # evaluate the best checkpoint on the test split at the end
     device: str = "auto"  # auto | cpu | cuda
@@ -82,7 +83,7 @@ class SweepConfig:
     seeds: List[int] = field(default_factory=lambda: [2, 3, 4])  # reported
     tune_seed: int = 1  # chooses the lr; never reported
     lr_grid: Dict[str, List[float]] = field(default_factory=dict)  # per method, >= 4 log-spaced points
-    tune_at: Optional[Dict[str, Any]] = None  # null: tune at every setting; else the setting whose lr all share
+    tune_at: Optional[Dict[str, Any]] = None  # null: tune at every setting; else these keys' values are where the lr is tuned
     lr_from: Dict[str, str] = field(default_factory=dict)  # method -> "<paper>/<experiment>": reuse its chosen lr
     method_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # method -> overrides for its runs
     max_extend: int = 3  # grid extensions past an edge, per cell

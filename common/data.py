@@ -263,11 +263,17 @@ class LengthBucketSampler(Sampler[list[int]]):
     small on purpose: a pool as large as the training set sorts all of it, and then every seed and
     epoch sees nearly the same batches (on RTE's train set, two seeds share 27.5 % of their in-batch
     pairs with a 50-batch pool, 7.5 % with 8 batches, 1.5 % with random batches; padding 2.3 / 9.1 / 48 %).
+    Small sets get smaller pools (at least ``MIN_POOLS`` of them).
     """
+
+    MIN_POOLS = 8
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
                  pool_batches: int = 8, bucket: bool = True):
         self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
+        n_batches = max(1, len(self.lengths) // batch_size)
+        # at least MIN_POOLS pools: with fewer, sorting fixes which examples share a batch whatever the seed
+        pool_batches = max(1, min(pool_batches, n_batches // self.MIN_POOLS))
         self.seed, self.pool, self.bucket, self.epoch = seed, pool_batches * batch_size, bucket, 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -58,9 +58,21 @@ def plot_throughput(df: pd.DataFrame, path: Path | None = None):
 
 # ----------------------------------------------------------------------------- shared by the papers' plots
 def selected_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows at the dev-chosen lr (a tuning grid's other points stay in the CSV with ``selected = False``;
-    older CSVs without the column: all rows)."""
-    return df[df["selected"]] if "selected" in df else df
+    """The reported runs: at the dev-chosen lr (``selected``) and not the seed that chose it (``role`` =
+    report; the tuning grid stays in the CSV with ``role = tune``)."""
+    keep = df["selected"].astype(bool) if "selected" in df else pd.Series(True, index=df.index)
+    if "role" in df:
+        keep &= df["role"] == "report"
+    return df[keep]
+
+
+OPEN = "†"  # marks a cell with at least one run whose best dev evaluation was its last (still improving)
+OPEN_NOTE = (f"{OPEN} = at least one run of the cell was still improving at its last dev evaluation "
+             "(no verdict is drawn from such a cell).")
+
+
+def mark(value: str, still_improving) -> str:
+    return f"{value}{OPEN}" if bool(still_improving) else value
 
 
 def write_bench_table(paper: str, out: Path, default_out: Path) -> bool:
@@ -108,13 +120,17 @@ def primary(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 
 def seed_summary(df: pd.DataFrame, by: list[str], split: str = "test") -> pd.DataFrame:
     """Median, min and max over seeds of the primary metric, per group ``by``."""
-    g = primary(df, split).groupby(by)["value"]
-    return pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.count()}).reset_index()
+    p = primary(df, split)
+    g = p.groupby(by)["value"]
+    out = pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.count()})
+    flags = p["still_improving"].fillna(False).astype(bool) if "still_improving" in p else pd.Series(False, index=p.index)
+    out["still_improving"] = flags.groupby([p[b] for b in by]).any()
+    return out.reset_index()
 
 
 def cell(row) -> str:
-    """``median [min, max]`` of a :func:`seed_summary` row."""
-    return f"{row['median']:.1f} [{row['min']:.1f}, {row['max']:.1f}]"
+    """``median [min, max]`` of a :func:`seed_summary` row, marked when a run was still improving."""
+    return mark(f"{row['median']:.1f} [{row['min']:.1f}, {row['max']:.1f}]", row.get("still_improving", False))
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
@@ -93,6 +92,7 @@ def run(cfg: dict) -> dict:
         "steps": out["steps"],
         "best": {k: out["best"][k] for k in ("epoch", "step")},
         "still_improving": out["still_improving"],  # best dev evaluation = the last one
+        "stopped_early": out["stopped_early"],  # trainer.patience ran out before the last step
         "head_lr": tc["head_lr"] if tc["head_lr"] is not None else method_cfg.lr,
         "pooling": model.pooling,
         "history": out["history"],

@@ -17,9 +17,7 @@ at an edge).
 from __future__ import annotations
 
 import io
-import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,14 +129,16 @@ class Sweep:
     """The runs an experiment file's ``sweep:`` block describes, and the machinery to run them."""
 
     def __init__(self, experiment: str, records_dir: Path | None = None, out_dir: Path | None = None,
-                 jobs: int = 2, smoke: bool = False, extra: tuple[str, ...] = ()):
+                 jobs: int = 2, smoke: bool = False, extra: tuple[str, ...] = (),
+                 only_tasks: list[str] | None = None):
         from .paths import RECORDS_DIR, RESULTS_DIR
 
         self.experiment, self.jobs, self.smoke = experiment, jobs, smoke
-        self.records_dir = records_dir or RECORDS_DIR
         self.results_root = out_dir or RESULTS_DIR
-        self.extra = [f"experiment={experiment}", *extra, *driver_overrides(self.records_dir, jobs, smoke)]
+        # the caller's overrides come last: a records_dir among them wins over the default
+        self.extra = [f"experiment={experiment}", *driver_overrides(records_dir or RECORDS_DIR, jobs, smoke), *extra]
         self.base = compose(self.extra)
+        self.records_dir = Path(self.base["records_dir"])
         self._cfgs: dict = {}
         s = self.spec = self.base["sweep"]
         self.paper, self.name = self.base["paper"], self.base["experiment"]
@@ -154,7 +154,13 @@ class Sweep:
                 raise UserError(f"experiment={experiment}: sweep.lr_grid.{m} needs at least 4 log-spaced points "
                                 f"(or sweep.lr_from.{m} to reuse another sweep's choice), has "
                                 f"{s['lr_grid'].get(m, [])}")
-        tasks = (s["smoke_tasks"] or s["tasks"][:1]) if smoke else s["tasks"]
+        tasks_all = (s["smoke_tasks"] or s["tasks"][:1]) if smoke else s["tasks"]
+        if only_tasks is not None:  # a subset (another sweep needs these tasks' runs)
+            unknown = sorted(set(only_tasks) - set(s["tasks"]))
+            if unknown:
+                raise UserError(f"experiment={experiment} does not sweep task(s) {unknown}; it has {s['tasks']}")
+        tasks = list(only_tasks) if only_tasks is not None else tasks_all
+        self.partial = only_tasks is not None  # a subset never overwrites the sweep's own CSVs
         settings = s["settings"] or [{}]
         self.cells = [Cell(t, m, dict(st)) for t in tasks for m in self.methods for st in settings]
         self.seeds = s["seeds"][:1] if smoke else s["seeds"]
@@ -179,9 +185,12 @@ class Sweep:
         return cell.method not in self.spec["lr_from"]
 
     def tune_cell(self, cell: Cell) -> Cell:
-        """The cell whose lr this cell uses (itself, or the same task and method at ``tune_at``)."""
+        """The cell whose lr this cell uses: itself, or with the keys ``tune_at`` names set to its values
+        (``tune_at: {method.prefix_len: 16}`` tunes once per reparameterisation, at length 16)."""
         at = self.spec["tune_at"]
-        return cell if at is None else Cell(cell.task, cell.method, dict(at))
+        if at is None:
+            return cell
+        return Cell(cell.task, cell.method, {**cell.setting, **at})
 
     def tune_cells(self) -> list[Cell]:
         return list({self.tune_cell(c).key: self.tune_cell(c) for c in self.cells if self.tuned(c)}.values())
@@ -238,7 +247,7 @@ class Sweep:
                          "dev": scores[best], "grid": " ".join(f"{x:g}" for x in grids[c.key]),
                          "extended": extended[c.key], "at_edge": edge or ""})
         df = pd.DataFrame(rows, columns=CHOICE_COLUMNS)
-        if run and cells:
+        if run and cells and not self.partial:
             write_frame(df, self.choice_path())
         borrowed = self.borrowed_choice()
         return pd.concat([df, borrowed], ignore_index=True) if len(borrowed) else df
@@ -247,6 +256,8 @@ class Sweep:
         try:
             ch = pd.read_csv(self.choice_path(), keep_default_na=False)
         except (FileNotFoundError, pd.errors.EmptyDataError):
+            return None
+        if not set(CHOICE_COLUMNS) <= set(ch.columns):  # a file from an older driver: not this sweep's
             return None
         return {(r.task, r.method, r.setting): ([float(x) for x in str(r.grid).split()], int(r.extended))
                 for r in ch.itertuples()}
@@ -342,7 +353,8 @@ class Sweep:
         df["role"] = [meta[i][1] for i in df.run_id]
         df["selected"] = [meta[i][2] is not None and abs(lr - meta[i][2]) <= 1e-9 * lr
                           for i, lr in zip(df.run_id, df["lr"])]
-        write_frame(df, self.out_dir / f"{self.name}.csv")
+        if not self.partial:
+            write_frame(df, self.out_dir / f"{self.name}.csv")
         return df
 
 
@@ -353,6 +365,61 @@ def by_choice(choice: pd.DataFrame, cell: Cell) -> float | None:
     hit = choice[(choice.task == cell.task) & (choice.method == cell.method)
                  & (choice.setting == setting_label(cell.setting))]
     return float(hit.lr.iloc[0]) if len(hit) else None
+
+
+class Steps:
+    """A paper's experiments: named steps, each an experiment file's sweep (+ the paper's extra columns).
+    Subclasses set ``paper`` and ``experiments`` (step -> experiment file) and define one method per step."""
+
+    paper = ""
+    experiments: dict[str, str] = {}
+
+    def __init__(self, smoke: bool, results_root: Path | None, jobs: int):
+        from .paths import RECORDS_DIR, RESULTS_DIR
+
+        self.smoke, self.jobs = smoke, jobs
+        self.results_root = results_root or RESULTS_DIR
+        self.records_dir = (results_root / "records") if results_root else RECORDS_DIR
+        self.out_dir = self.results_root / self.paper
+
+    def sweep(self, step_or_experiment: str, **kw) -> Sweep:
+        exp = self.experiments.get(step_or_experiment, step_or_experiment)
+        return Sweep(exp, records_dir=self.records_dir, out_dir=self.results_root, jobs=self.jobs, smoke=self.smoke,
+                     **kw)
+
+    def write(self, df: pd.DataFrame, name: str) -> None:
+        write_frame(df, self.out_dir / name)
+
+    def with_ft(self, df: pd.DataFrame, experiment: str) -> pd.DataFrame:
+        """``df`` plus the calibration sweep's full fine-tuning runs on the same tasks (the FT row of the
+        papers' tables: the same configs, run once). Runs whatever of them is missing."""
+        tasks = list(dict.fromkeys(df.task))
+        ft = self.sweep("calibration", only_tasks=tasks).run()
+        return pd.concat([ft.assign(source="common/calibration"), df.assign(source=f"{self.paper}/{experiment}")],
+                         ignore_index=True)
+
+
+def driver_main(steps_cls: type[Steps], argv: list[str] | None, description: str) -> int:
+    """The command line every ``<paper>.experiments`` shares: ``{step,...,all} [--jobs] [--smoke --out]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("what", choices=[*steps_cls.experiments, "all"])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="smoke budget (32 examples), first task: code paths only")
+    ap.add_argument("--out", type=Path, default=None, help="results root (default: results/; --smoke: required)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if a.smoke and a.out is None:
+        ap.error("--smoke needs --out (smoke results never go to results/)")
+    plan = steps_cls(a.smoke, a.out, a.jobs)
+    try:
+        for what in (list(steps_cls.experiments) if a.what == "all" else [a.what]):
+            getattr(plan, what)()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ official validation. CrossFit: ``<task>_16_<seed>_{train,dev}`` / ``<task>_test`
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .bench import in_subprocess, minilm_batch, write_csv
+from .bench import in_subprocess, minilm_batch, time_forward, write_csv
 from .paths import RESULTS_DIR
 
 # The configurations the papers' sweeps use; a method missing here is planned with full_ft's speed.
@@ -34,24 +34,14 @@ OUT = RESULTS_DIR / "bench" / "throughput.csv"
 
 
 def measure_eval(seq_len: int, batch_size: int, steps: int, warmup: int) -> dict:
-    import time
-
     import torch
 
     from .models import build_task_model
 
     torch.manual_seed(0)
     model, tok = build_task_model("minilm", "classification", 2)
-    model.eval()
-    batch = minilm_batch(tok, batch_size, seq_len)
-    with torch.no_grad():
-        for _ in range(warmup):
-            model(batch)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            model(batch)
-        dt = time.perf_counter() - t0
-    return {"examples_per_s": steps * batch_size / dt, "threads": torch.get_num_threads()}
+    rate = time_forward(model, minilm_batch(tok, batch_size, seq_len), batch_size, steps, warmup)
+    return {"examples_per_s": rate, "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,6 +140,9 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
             best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
         model.train()
 
+    def stalled() -> bool:  # early stopping: `patience` dev evaluations in a row without a new best
+        return bool(cfg.patience) and len(history) - 1 - _best_index(history, best["step"]) >= cfg.patience
+
     bar = tqdm(total=total, desc=f"{spec.name}", disable=(not cfg.progress) or None, leave=False)
     model.train()
     for epoch in range(1, cfg.epochs + 1):
@@ -160,9 +163,9 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
                 bar.set_postfix(loss=f"{running / n_running:.4f}")
             if step in eval_steps:
                 run_eval(epoch)
-            if step >= total:
+            if step >= total or stalled():
                 break
-        if step >= total:
+        if step >= total or stalled():
             break
     bar.close()
     if best_state is not None:
@@ -173,7 +176,11 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
     # Convergence flag: the best dev evaluation was the last one, so the curve may still be rising.
     still_improving = bool(history) and best["step"] == history[-1]["step"] and len(history) > 1
     return {"history": history, "best": best, "steps": step, "device": str(device),
-            "still_improving": still_improving}
+            "still_improving": still_improving, "stopped_early": step < total}
+
+
+def _best_index(history: list[dict], best_step: int) -> int:
+    return next(i for i, h in enumerate(history) if h["step"] == best_step) if history else 0
 
 
 def param_groups(model: TaskModel, lr: float, cfg: TrainerConfig) -> list[dict]:

@@ -62,8 +62,9 @@ def _directions(ab: dict[str, torch.Tensor], factor: str) -> torch.Tensor:
 
 def subspace_table(states: dict[tuple[int, int], dict[str, torch.Tensor]], seed: int = 0,
                    layer: int = ANALYSIS_LAYER) -> pd.DataFrame:
-    """``states``: ``{(r, seed): checkpoint}`` with (8, 1), (64, 1), (64, 2). Rows for ``layer`` and
-    for the mean over layers: r 8 vs r 64 (seed 1) and r 64 seed 1 vs seed 2, from A (the paper's
+    """``states``: ``{(r, k): checkpoint}`` with (8, 1), (64, 1), (64, 2), k numbering the seeds (the first
+    and second reported seed). Rows for ``layer`` and for the mean over layers: r 8 vs r 64 (first seed) and
+    r 64 first vs second seed, from A (the paper's
     Figures 3 / 4) and from ΔW = B A; and the same two shapes for random Gaussian matrices."""
     f = {k: factors_by_layer(v) for k, v in states.items()}
     gen = torch.Generator().manual_seed(seed)
@@ -75,9 +76,9 @@ def subspace_table(states: dict[tuple[int, int], dict[str, torch.Tensor]], seed:
         for factor in ("A", "dW"):
             pairs[(factor, "r8_vs_r64")] = {l: (_directions(f[(8, 1)][(matrix, l)], factor),
                                                 _directions(f[(64, 1)][(matrix, l)], factor)) for l in layers}
-            pairs[(factor, "seed1_vs_seed2_r64")] = {l: (_directions(f[(64, 1)][(matrix, l)], factor),
+            pairs[(factor, "two_seeds_r64")] = {l: (_directions(f[(64, 1)][(matrix, l)], factor),
                                                          _directions(f[(64, 2)][(matrix, l)], factor)) for l in layers}
-        for comp, (r1, r2) in {"r8_vs_r64": (8, 64), "seed1_vs_seed2_r64": (64, 64)}.items():
+        for comp, (r1, r2) in {"r8_vs_r64": (8, 64), "two_seeds_r64": (64, 64)}.items():
             pairs[("gaussian", comp)] = {l: (right_singular(torch.randn(r1, d, generator=gen, dtype=torch.float64)),
                                              right_singular(torch.randn(r2, d, generator=gen, dtype=torch.float64)))
                                          for l in layers}

@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-from common.bench import add_repeat_args, measure_one, minilm_batch, round_robin, summarise, write_csv
+from common.bench import add_repeat_args, measure_one, time_forward, minilm_batch, round_robin, summarise, write_csv
 from common.paths import RESULTS_DIR
 
 LORA = {"name": "lora", "r": 8, "alpha": 16, "weights": ["Wq", "Wv"]}
@@ -41,16 +40,8 @@ def measure_inference(kind: str, seq_len: int, batch_size: int, steps: int, warm
                     p.normal_(0, 0.01)
         if kind == "lora_merged":
             L.merge(model)
-    model.eval()
-    batch = minilm_batch(tok, batch_size, seq_len)
-    with torch.no_grad():
-        for _ in range(warmup):
-            model(batch)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            model(batch)
-        dt = time.perf_counter() - t0
-    return {"infer_examples_per_s": steps * batch_size / dt, "peak_rss_mb": peak_memory_mb(torch.device("cpu")),
+    rate = time_forward(model, minilm_batch(tok, batch_size, seq_len), batch_size, steps, warmup)
+    return {"infer_examples_per_s": rate, "peak_rss_mb": peak_memory_mb(torch.device("cpu")),
             "threads": torch.get_num_threads()}
 
 

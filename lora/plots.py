@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
-from common.plots import cell, mpl, seed_summary, write_bench_table
+from common.plots import OPEN_NOTE, cell, mark, mpl, seed_summary, write_bench_table
 from common.plots import selected_runs as _selected
 from common.tasks import get_task
 
@@ -95,7 +95,7 @@ def ablation_figure(df: pd.DataFrame, path: Path) -> None:
 
 
 SUBSPACE_FIGS = {"subspace_rank.png": ("r8_vs_r64", "r = 8 (i) vs r = 64 (j)"),
-                 "subspace_seed.png": ("seed1_vs_seed2_r64", "r = 64: seed 1 (i) vs seed 2 (j)")}
+                 "subspace_seed.png": ("two_seeds_r64", "r = 64: one seed (i) vs another (j)")}
 FACTOR_LABEL = {"A": "A", "dW": "ΔW = BA", "gaussian": "random Gaussian"}
 
 
@@ -147,14 +147,18 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
     out = []
     if glue is not None:
         g = _selected(glue)
-        s = seed_summary(g, ["task", "method"]).pivot(index="task", columns="method", values="median")
+        summ = seed_summary(g, ["task", "method"])
+        s = summ.pivot(index="task", columns="method", values="median")
+        f = summ.pivot(index="task", columns="method", values="still_improving").fillna(False)
         share = g.groupby("method").apply(lambda d: 100 * d.trainable_params.median() / d.total_params.median(),
                                           include_groups=False)
         out += [f"(a) LoRA vs FT (LoRA trains {share.get('lora', float('nan')):.2f}% of the parameters):", "",
                 "| task | FT | LoRA | LoRA − FT |", "|---|---:|---:|---:|"]
         for task, r in s.iterrows():
             if "lora" in r and "ft" in r:
-                out.append(f"| {task} | {r.ft:.1f} | {r.lora:.1f} | {r.lora - r.ft:+.1f} |")
+                fl = f.loc[task]
+                out.append(f"| {task} | {mark(f'{r.ft:.1f}', fl.ft)} | {mark(f'{r.lora:.1f}', fl.lora)} | "
+                           f"{mark(f'{r.lora - r.ft:+.1f}', fl.ft or fl.lora)} |")
         out.append("")
     if ablation is not None:
         ablation = _selected(ablation)
@@ -162,9 +166,11 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
         out += ["(b) Rank sweep, median test score:", "", "| task | weights | " +
                 " | ".join(f"r={r}" for r in (1, 2, 4, 8, 64)) + " | r=1 − r=64 |", "|---|---|" + "---:|" * 6]
         for (task, w), d in s[s.weights.isin(["Wq", "Wq,Wv"])].groupby(["task", "weights"]):
-            v = d.set_index("r")["median"]
-            out.append(f"| {task} | {{{w}}} | " + " | ".join(f"{v.get(r, float('nan')):.1f}" for r in (1, 2, 4, 8, 64))
-                       + f" | {v.get(1, float('nan')) - v.get(64, float('nan')):+.1f} |")
+            v, fl = d.set_index("r")["median"], d.set_index("r")["still_improving"]
+            ends = v.get(1, float("nan")) - v.get(64, float("nan"))
+            out.append(f"| {task} | {{{w}}} | " + " | ".join(mark(f"{v.get(r, float('nan')):.1f}", fl.get(r, False))
+                                                            for r in (1, 2, 4, 8, 64))
+                       + f" | {mark(f'{ends:+.1f}', fl.get(1, False) or fl.get(64, False))} |")
         for w, v in paper.ABLATION_RANK.items():
             out.append(f"| paper ({paper.ABLATION_TASK}) | {{{w}}} | "
                        + " | ".join(f"{v[r]:.1f}" if r in v else "—" for r in (1, 2, 4, 8, 64))
@@ -173,11 +179,14 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
                 "| task | {Wq} r=8 | {Wq,Wv} r=4 | {Wq,Wk,Wv,Wo} r=2 | {Wq,Wv} r=4 − {Wq} r=8 |", "|---|---:|---:|---:|---:|"]
         for task, d in s.groupby("task"):
             v = {(w, r): m for w, r, m in zip(d.weights, d.r, d["median"])}
-            a, b, c = v.get(("Wq", 8), float("nan")), v.get(("Wq,Wv", 4), float("nan")), \
-                v.get(("Wq,Wk,Wv,Wo", 2), float("nan"))
-            out.append(f"| {task} | {a:.1f} | {b:.1f} | {c:.1f} | {b - a:+.1f} |")
+            fl = {(w, r): o for w, r, o in zip(d.weights, d.r, d["still_improving"])}
+            keys = (("Wq", 8), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2))
+            a, b, c = (v.get(k, float("nan")) for k in keys)
+            fa, fb, fc = (bool(fl.get(k, False)) for k in keys)
+            out.append(f"| {task} | {mark(f'{a:.1f}', fa)} | {mark(f'{b:.1f}', fb)} | {mark(f'{c:.1f}', fc)} | "
+                       f"{mark(f'{b - a:+.1f}', fa or fb)} |")
         a, b, c = (paper.ABLATION_BUDGET[k] for k in (("Wq", 8), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2)))
-        out += [f"| paper ({paper.ABLATION_TASK}) | {a:.1f} | {b:.1f} | {c:.1f} | {b - a:+.1f} |", ""]
+        out += [f"| paper ({paper.ABLATION_TASK}) | {a:.1f} | {b:.1f} | {c:.1f} | {b - a:+.1f} |", "", OPEN_NOTE, ""]
     if subspace is not None:
         d = subspace[subspace.layer.astype(str) == "mean"]
         out += ["(d) Subspace similarity, mean over layers: phi(1, 1) (top direction) and the mean of phi over "

@@ -17,7 +17,7 @@ from common.plots import cell as _cell
 from common.plots import selected_runs as _selected
 from common.plots import write_bench_table
 from common.plots import mpl as _plt
-from common.plots import seed_summary
+from common.plots import OPEN_NOTE, mark, seed_summary
 from common.tasks import get_task
 
 from . import paper
@@ -28,7 +28,7 @@ LABELS = {"ft": "FT", "pt": "PT", "pt2": "PT-2"}
 
 def main_table(df: pd.DataFrame) -> str:
     """Markdown: ours (median [min, max] of 3 seeds, test) beside the paper's BERT-large / RoBERTa-large."""
-    df = df[df["selected"]]
+    df = _selected(df)
     s = seed_summary(df, ["task", "method"])
     params = df.groupby(["task", "method"])[["trainable_params", "total_params"]].first()
     lines = ["| task (metric) | FT (ours) | PT (ours) | PT-2 (ours) | PT-2 trainable | paper BERT-large FT / PT / PT-2 "
@@ -53,33 +53,46 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
     """The numbers each README claim rests on (medians over seeds, test split), as Markdown."""
     out = []
     if main is not None:
-        s = seed_summary(main[main["selected"]], ["task", "method"]).pivot(index="task", columns="method",
-                                                                          values="median")
+        summ = seed_summary(_selected(main), ["task", "method"])
+        s = summ.pivot(index="task", columns="method", values="median")
+        f = summ.pivot(index="task", columns="method", values="still_improving").fillna(False)
         out += ["(a) PT-2 vs PT and vs FT — median test score, difference in points:", "",
                 "| task | FT | PT | PT-2 | PT-2 − PT | PT-2 − FT |", "|---|---:|---:|---:|---:|---:|"]
         for task, r in s.iterrows():
-            out.append(f"| {task} | {r.ft:.1f} | {r.pt:.1f} | {r.pt2:.1f} | {r.pt2 - r.pt:+.1f} | {r.pt2 - r.ft:+.1f} |")
+            fl = f.loc[task]
+            out.append(f"| {task} | {mark(f'{r.ft:.1f}', fl.ft)} | {mark(f'{r.pt:.1f}', fl.pt)} | "
+                       f"{mark(f'{r.pt2:.1f}', fl.pt2)} | {mark(f'{r.pt2 - r.pt:+.1f}', fl.pt2 or fl.pt)} | "
+                       f"{mark(f'{r.pt2 - r.ft:+.1f}', fl.pt2 or fl.ft)} |")
         out.append("")
     if depth is not None:
-        s = seed_summary(depth, ["task", "order", "n_layers"]).pivot(index=["task", "n_layers"], columns="order",
-                                                                    values="median")
+        summ = seed_summary(_selected(depth), ["task", "order", "n_layers"])
+        s = summ.pivot(index=["task", "n_layers"], columns="order", values="median")
+        f = summ.pivot(index=["task", "n_layers"], columns="order", values="still_improving").fillna(False)
         out += ["(b) Equal depth k, prompts in the top k layers (descending) minus the bottom k (ascending):", "",
                 "| task | " + " | ".join(f"k={k}" for k in range(1, 6)) + " | top wins |", "|---|" + "---:|" * 6]
         for task in dict.fromkeys(t for t, _ in s.index):
-            diffs = [s.loc[(task, k), "descending"] - s.loc[(task, k), "ascending"] for k in range(1, 6)
-                     if (task, k) in s.index]
-            out.append(f"| {task} | " + " | ".join(f"{d:+.1f}" for d in diffs)
+            ks = [k for k in range(1, 6) if (task, k) in s.index]
+            diffs = [s.loc[(task, k), "descending"] - s.loc[(task, k), "ascending"] for k in ks]
+            open_ = [bool(f.loc[(task, k)].any()) for k in ks]
+            out.append(f"| {task} | " + " | ".join(mark(f"{d:+.1f}", o) for d, o in zip(diffs, open_))
                        + f" | {sum(d > 0 for d in diffs)} of {len(diffs)} |")
         out.append("")
     if reparam is not None:
-        s = seed_summary(_selected(reparam), ["task", "reparam", "prompt_len"])
-        out += ["(c) Best prompt length per task and parameterisation (median test score):", "",
-                "| task | reparam | best length | score at best | score at length 1 | score at length 64 |",
+        sel = _selected(reparam)
+        s = seed_summary(sel, ["task", "reparam", "prompt_len"])
+        dev = seed_summary(sel, ["task", "reparam", "prompt_len"], split="dev")
+        out += ["(c) Best prompt length per task and parameterisation, chosen on dev (median dev score); the test "
+                "score there and at the shortest / longest length (median test score):", "",
+                "| task | reparam | best length (dev) | test at best | test at shortest | test at longest |",
                 "|---|---|---:|---:|---:|---:|"]
         for (task, rp), g in s.groupby(["task", "reparam"]):
+            d = dev[(dev.task == task) & (dev.reparam == rp)].set_index("prompt_len")["median"]
+            flags = g.set_index("prompt_len")["still_improving"]
             g = g.set_index("prompt_len")["median"]
-            out.append(f"| {task} | {rp} | {g.idxmax()} | {g.max():.1f} | {g.get(1, float('nan')):.1f} | "
-                       f"{g.get(64, float('nan')):.1f} |")
+            best, lo, hi = d.idxmax(), g.index.min(), g.index.max()
+            out.append(f"| {task} | {rp} | {best} | {mark(f'{g[best]:.1f}', flags[best])} | "
+                       f"{mark(f'{g[lo]:.1f}', flags[lo])} | {mark(f'{g[hi]:.1f}', flags[hi])} |")
+        out += ["", OPEN_NOTE]
     return "\n".join(out)
 
 
@@ -108,7 +121,7 @@ def _curves(df: pd.DataFrame, line: str, styles: dict[str, tuple[str, str]], x: 
 
 
 def depth_figure(df: pd.DataFrame, path: Path) -> None:
-    _curves(df, "order", {"ascending": ("o-", "layers 1..k"), "descending": ("s--", "layers 7-k..6")},
+    _curves(_selected(df), "order", {"ascending": ("o-", "layers 1..k"), "descending": ("s--", "layers 7-k..6")},
             "n_layers", "k (layers with prompts)", path)
 
 

@@ -1,5 +1,4 @@
 """Every config group option and experiment composes; bad keys and types fail at compose time."""
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

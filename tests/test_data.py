@@ -55,8 +55,11 @@ def test_crossfit_types_follow_options(mirror):
     mc = get_task("crossfit/ai2_arc", mirror)
     gen = get_task("crossfit/squad-no_context", mirror)
     assert mc.task_type == "multiple_choice" and gen.task_type == "generation"
-    ex = load_examples(mc, "train", mirror)[0]
-    assert ex["options"][ex["label"]] in ex["options"]
+    raw = load_raw(mc, "train", mirror)
+    ex = load_examples(mc, "train", mirror)
+    # the label indexes the option that IS the gold output, and the options keep the file's order
+    assert [e["options"][e["label"]] for e in ex] == [r["output"] for r in raw]
+    assert [e["options"] for e in ex] == [r["options"] for r in raw]
 
 
 def test_e2e_train_dev_share_no_meaning_representation(mirror):
@@ -127,10 +130,19 @@ def test_bucketing_covers_every_example_once_and_cuts_padding():
     assert list(s) != bucketed  # a new order every epoch
 
 
-def test_sst2_mirror_caveat_still_holds(mirror):
-    """The README warns that the mirror's SST-2 is Vietnamese; fail (and update it) if that changes."""
+def test_sst2_mirror_is_english_glue_and_mrpc_dev_is_glues(mirror, tokenizer):
+    """The mirror's SST-2 is English GLUE SST-2 (an earlier Vietnamese translation was a data error) and
+    MRPC's validation is GLUE's 408 dev pairs; fail if either stops holding."""
     import re
 
-    ex = load_examples(get_task("sst2", mirror), "test", mirror)
-    share = sum(bool(re.search(r"[^\x00-\x7f]", e["text_a"])) for e in ex) / len(ex)
-    assert share > 0.99
+    spec = get_task("sst2", mirror)
+    for role in ("train", "test"):
+        ex = load_examples(spec, role, mirror, max_n=2000)
+        non_ascii = sum(bool(re.search(r"[^\x00-\x7f]", e["text_a"])) for e in ex) / len(ex)
+        words = [w for e in ex for w in e["text_a"].lower().split()]
+        english = sum(w in {"the", "a", "and", "of", "is", "it", "to", "'s"} for w in words) / len(words)
+        unk = sum(tokenizer(e["text_a"])["input_ids"].count(tokenizer.unk_token_id) for e in ex[:500])
+        assert non_ascii < 0.01 and english > 0.15 and unk < 10, (role, non_ascii, english, unk)
+    # GLUE's validation sentence 0, in the hub's order
+    assert load_raw(spec, "test", mirror)[0]["sentence"].startswith("it 's a charming and often affecting journey")
+    assert len(load_raw(get_task("mrpc", mirror), "test", mirror)) == 408

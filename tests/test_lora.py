@@ -20,11 +20,12 @@ LEAVES = {"bert": {"Wq": "query", "Wk": "key", "Wv": "value", "W1": "intermediat
 LEAVES["roberta"] = LEAVES["bert"]
 
 
-def build(family, seed=0, **kw):
+def build(family, seed=0, lora=True, **kw):
+    """A tiny task model, with LoRA (r 2, no dropout, ``kw`` on top) attached unless ``lora=False``."""
     torch.manual_seed(seed)
     tt = "generation" if family in GEN else "classification"
     model, tok = build_task_model(family, tt, 2)
-    if kw is not None:
+    if lora:
         attach_method(model, {"name": "lora", "r": 2, "dropout": 0.0, **kw}, max_seq_len=32)
     return model, tok
 

@@ -14,32 +14,33 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     d = out / "ptuning_v2"
     main = pd.read_csv(d / "main.csv")
-    assert set(main.method) == {"ft", "pt", "pt2"} and main.selected.any() and "method.lr" in main
-    chosen = pd.read_csv(d / "lr_choice.csv")
-    assert len(chosen) == main.task.nunique() * 3
-    # seeds 2 and 3 ran only at the chosen learning rate
-    later = main[main.seed > 1]
-    assert later.selected.all() and set(later.seed) == {2, 3}
+    assert set(main.method) == {"ft", "pt", "pt2"} and main.selected.any() and "lr" in main
+    assert set(main[main.method == "ft"].source) == {"common/calibration"}  # FT: the calibration sweep's runs
+    chosen = pd.read_csv(d / "main_lr_choice.csv")
+    assert len(chosen) == main.task.nunique() * 2  # PT and PT-2 tuned here
+    # the tuning seed is never reported; reported seeds ran only at the chosen lr
+    report = main[main.role == "report"]
+    assert report.selected.all() and 1 not in set(report.seed) and set(main[main.role == "tune"].seed) == {1}
     depth = pd.read_csv(d / "depth.csv")
-    assert {"order", "n_layers"} <= set(depth.columns)
+    assert {"order", "n_layers", "still_improving"} <= set(depth.columns)
     for order in ("ascending", "descending"):
         assert sorted(depth[depth.order == order].n_layers.unique()) == [1, 2, 3, 4, 5, 6]
     reparam = pd.read_csv(d / "reparam.csv")
-    assert set(reparam.reparam) == {"embedding", "mlp"} and sorted(reparam.prompt_len.unique()) == [1, 4, 8, 16, 32, 64]
-    # the MLP has its own dev-chosen lr; every (length, reparam, seed) point ran at the chosen one
-    choice = pd.read_csv(d / "reparam_lr_choice.csv")
-    assert set(choice.reparam) == {"embedding", "mlp"}
-    sel = reparam[reparam.selected & (reparam.split == "test") & (reparam.metric == "entity_f1")]
-    assert len(sel) == 6 * 2 * 3 and sel.groupby("reparam")["method.lr"].nunique().eq(1).all()
+    assert set(reparam.reparam) == {"embedding", "mlp"} and sorted(reparam.prompt_len.unique()) == [1, 4, 16, 64]
+    # one lr per parameterisation, chosen at length 16 and shared by every length
+    choice = pd.read_csv(d / "reparam_lr_choice.csv", keep_default_na=False)
+    assert len(choice) == 2 and all("method.prefix_len=16" in s for s in choice.setting)
+    sel = reparam[(reparam.role == "report") & (reparam.split == "test")]
+    assert sel.selected.all() and sel.groupby("reparam")["lr"].nunique().eq(1).all()
     p = subprocess.run([sys.executable, "-m", "ptuning_v2.plots", str(d)], cwd=REPO_ROOT, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert (d / "depth.png").stat().st_size > 0 and (d / "reparam.png").stat().st_size > 0
     table = (d / "main_table.md").read_text()
-    assert "78.3" in table and "| rte (accuracy) |" in table  # the paper's PT-2 RTE number beside ours
+    assert "| conll2003 (entity_f1) |" not in table or "90.2" in table  # the paper's number beside ours
 
 
-def test_depth_before_main_is_a_clear_error(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "ptuning_v2.experiments", "depth", "--smoke", "--out", str(tmp_path)],
+def test_depth_before_main_needs_no_main_but_a_bad_step_is_a_clear_error(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "ptuning_v2.experiments", "width", "--smoke", "--out", str(tmp_path)],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 2 and "run `python -m ptuning_v2.experiments main` first" in p.stderr
+    assert p.returncode == 2 and "invalid choice: 'width'" in p.stderr

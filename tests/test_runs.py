@@ -58,16 +58,33 @@ def test_completed_record_is_skipped_unless_forced(tmp_path):
 ])
 def test_each_task_type_runs_end_to_end(tmp_path, mirror, task, model, method):
     task_args = ["task=crossfit", f"task.name={task}"] if task.startswith("crossfit/") else [f"task={task}"]
-    rec = run(compose(["scale=smoke", f"model={model}", f"method={method}", f"records_dir={tmp_path}", *task_args]))
+    rec = run(compose(["scale=smoke", f"model={model}", f"method={method}", f"records_dir={tmp_path}",
+                       "trainer.save_checkpoint=true", *task_args]))
+    import torch
+
+    from common.config import TrainerConfig
+    from common.methods import load_trainable, prepare_inference
+    from common.paths import SCRATCH_DIR
+    from common.run import prepare
     from common.tasks import get_task
+    from common.trainer import evaluate
 
     spec = get_task(task, mirror)
     assert set(rec["final"]) == {"dev", "test"}
     for metrics in rec["final"].values():
         # METEOR needs NLTK's WordNet data; where it is missing the metric is left out, never faked
         want = [m for m in spec.metrics if m != "meteor" or "meteor" in metrics]
-        assert list(metrics) == want and all(-100 <= v <= 100 for v in metrics.values())
+        assert list(metrics) == want
+        signed = {"mcc", "pearson", "spearman"}  # correlations may be negative; every other metric is a share
+        assert all((-100 if m in signed else 0) <= v <= 100 for m, v in metrics.items()), metrics
     assert rec["primary_metric"] == spec.metrics[0]
+    # The recorded test metrics are what the saved checkpoint scores on the test split, recomputed here
+    # from a fresh model: catches a record that reports another checkpoint, order or split.
+    spec, model, tok, items, _, method_cfg = prepare(rec["config"])
+    load_trainable(model, SCRATCH_DIR / "checkpoints" / rec["run_id"] / "trainable.safetensors")
+    prepare_inference(model, method_cfg)
+    again = evaluate(model, items["test"], spec, tok, TrainerConfig(**rec["config"]["trainer"]), torch.device("cpu"))
+    assert again == pytest.approx(rec["final"]["test"], abs=1e-6)
 
 
 def test_aggregator_csv_matches_records(tmp_path):

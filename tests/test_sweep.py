@@ -1,0 +1,143 @@
+"""The sweep engine (lr grid with honest edges, tuning seed never reported), experiment files that say what
+their drivers run, and the cost plan."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from common.errors import UserError
+from common.paths import REPO_ROOT
+from common.records import record_path, write_record
+from common.sweep import Sweep, compose, extend, pick, setting_label
+
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+def test_pick_and_extend():
+    assert pick({1e-4: 50.0, 2e-4: 60.0, 4e-4: 55.0}) == (2e-4, None)
+    assert pick({1e-4: 70.0, 2e-4: 60.0}) == (1e-4, "low")
+    assert pick({1e-4: 60.0, 2e-4: 60.0, 4e-4: 61.0}) == (4e-4, "high")
+    assert pick({1e-4: 60.0, 2e-4: 60.0}) == (1e-4, "low")  # ties go to the smaller lr
+    assert extend([1e-3, 2e-3, 4e-3], "high") == pytest.approx(8e-3)
+    assert extend([2.5e-5, 5e-5, 1e-4], "low") == pytest.approx(1.25e-5)
+
+
+def fake_records(sw: Sweep, dev_of_lr, seeds=None):
+    """Write completed records for the sweep's tuning runs (dev score = dev_of_lr(lr)), as run() would."""
+    def fake_run_all(cfgs, jobs):
+        for cfg in cfgs:
+            path = record_path(cfg)
+            if path.is_file():
+                continue
+            lr = cfg["method"]["lr"]
+            score = dev_of_lr(lr) + (0.0 if cfg["seed"] == sw.spec["tune_seed"] else 1.0)
+            write_record(path, {"run_id": path.stem, "status": "completed", "task": cfg["task"]["name"],
+                                "method": cfg["method"]["name"], "seed": cfg["seed"], "primary_metric": "pearson",
+                                "config": cfg, "git": {"commit": "x"}, "trainable_params": 1, "total_params": 2,
+                                "model": "minilm", "scale": "small", "still_improving": False, "wall_time_s": 1.0,
+                                "final": {"dev": {"pearson": score}, "test": {"pearson": score}}})
+    return fake_run_all
+
+
+def test_grid_is_extended_past_the_edge_dev_picks_and_the_tuning_seed_is_not_reported(tmp_path, monkeypatch):
+    import common.sweep as S
+
+    sw = Sweep("calibration", records_dir=tmp_path / "rec", out_dir=tmp_path / "res", only_tasks=["stsb"])
+    sw.partial = False  # write the CSVs (a subset normally never does)
+    # dev improves with lr up to 8e-4: the grid 2.5e-5 .. 2e-4 must grow upwards twice (4e-4, 8e-4) and stop
+    # once the best point is inside it (1.6e-3 scores lower)
+    peak = 8e-4
+    monkeypatch.setattr(S, "run_all", fake_records(sw, lambda lr: -abs(__import__("math").log(lr / peak))))
+    df = sw.run()
+    choice = pd.read_csv(tmp_path / "res" / "common" / "calibration_lr_choice.csv", keep_default_na=False)
+    row = choice.iloc[0]
+    assert row.lr == pytest.approx(peak) and row.extended == 3 and row.at_edge == ""
+    assert row.grid.split() == ["2.5e-05", "5e-05", "0.0001", "0.0002", "0.0004", "0.0008", "0.0016"]
+    tune, report = df[df.role == "tune"], df[df.role == "report"]
+    assert set(tune.seed) == {1} and set(report.seed) == {2, 3, 4}
+    assert report.selected.all() and report.lr.tolist() == pytest.approx([peak] * len(report))
+    assert tune.selected.sum() == 2  # the chosen lr's dev and test rows; tuning runs are never "report"
+
+
+def test_extension_stops_at_max_extend_and_says_the_choice_is_still_at_an_edge(tmp_path, monkeypatch):
+    import common.sweep as S
+
+    sw = Sweep("calibration", records_dir=tmp_path / "rec", out_dir=tmp_path / "res", only_tasks=["rte"])
+    monkeypatch.setattr(S, "run_all", fake_records(sw, lambda lr: -lr))  # smaller is always better
+    choice = sw.tune()
+    row = choice.iloc[0]
+    assert row.extended == sw.spec["max_extend"] and row.at_edge == "low"
+    assert row.lr == pytest.approx(2.5e-5 / 2 ** sw.spec["max_extend"], rel=0.01)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_file_and_driver_agree(experiment):
+    """One definition per sweep: a file with a `sweep:` block has no Hydra sweeper params (the driver runs
+    exactly the block), and the driver's runs are the block's tasks x methods x settings x seeds (+ the tuning
+    grid at the tuning seed). A file without one is a single-run preset or a plain Hydra multirun."""
+    raw = yaml.safe_load((REPO_ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
+    block = raw.get("sweep")
+    params = raw.get("hydra", {}).get("sweeper", {}).get("params")
+    if not block:
+        with pytest.raises(UserError, match="single-run preset"):
+            Sweep(experiment)
+        return
+    assert params is None, f"{experiment}: sweep defined twice (sweep: and hydra.sweeper.params)"
+    try:
+        sw = Sweep(experiment)
+    except UserError as e:  # a sweep that reuses another's lr choice before that exists
+        assert "not found" in str(e)
+        return
+    runs = sw.planned()
+    report = [r for r in runs if r["phase"] == "report"]
+    methods = block.get("methods") or [sw.base["method"]["name"]]
+    settings = block.get("settings") or [{}]
+    want = {(t, m, setting_label(st), s) for t in block["tasks"] for m in methods for st in settings
+            for s in block.get("seeds", [2, 3, 4])}
+    got = {(r["cfg"]["task"]["name"], r["cfg"]["method"]["name"], setting_label(r["cell"].setting), r["cfg"]["seed"])
+           for r in report}
+    assert got == want
+    for r in report:  # each setting's values reach the run's config
+        flat = {**{f"{k}.{kk}": vv for k, v in r["cfg"].items() if isinstance(v, dict) for kk, vv in v.items()}}
+        for k, v in r["cell"].setting.items():
+            assert flat[k] == v, (k, flat[k], v)
+    tuned = [m for m in methods if m not in block.get("lr_from", {})]
+    for m in tuned:
+        assert len(block["lr_grid"][m]) >= 4  # at least 4 log-spaced points per (task, method)
+        assert all(r["cfg"]["seed"] == block.get("tune_seed", 1) for r in runs
+                   if r["phase"] == "tune" and r["cfg"]["method"]["name"] == m)
+    assert block.get("tune_seed", 1) not in block.get("seeds", [2, 3, 4])
+
+
+def test_unknown_or_missing_experiment_is_a_clear_error():
+    from common.plan import main as plan_main
+
+    assert plan_main(["task=rte"]) == 2
+    with pytest.raises(Exception):
+        compose(["experiment=nope"])
+
+
+def test_plan_predicts_from_lengths_and_throughput_and_marks_done_runs(tmp_path, monkeypatch, capsys):
+    from common import plan as P
+
+    base = ["experiment=calibration", f"records_dir={tmp_path}", "sweep.tasks=[rte,cola]"]
+    df3, _ = P.plan_frame(base + ["trainer.epochs=3"])
+    df6, _ = P.plan_frame(base + ["trainer.epochs=6"])
+    assert len(df3) == 2 * (4 + 3)  # 2 tasks x (4 grid points + 3 reported seeds)
+    assert (df3.predicted_s > 0).all() and df3.throughput_measured.all()
+    m3 = df3.groupby("task").predicted_s.sum()
+    m6 = df6.groupby("task").predicted_s.sum()
+    assert ((m6 > 1.5 * m3) & (m6 < 2.1 * m3)).all()  # training time scales with epochs (+ evals, start-up)
+    assert (df6.train_examples == 2 * df3.train_examples).all()
+    # RTE's pairs are longer than CoLA's sentences: more seconds per training example
+    per = df3.groupby("task").apply(lambda d: (d.predicted_s / d.train_examples).mean(), include_groups=False)
+    assert per["rte"] > per["cola"]
+    assert set(df3.status) == {"todo"}
+    # a completed record turns its row into "done" with the measured time
+    sw = Sweep("calibration", extra=(f"records_dir={tmp_path}", "sweep.tasks=[rte,cola]"))
+    cfg = sw.planned()[0]["cfg"]
+    write_record(record_path(cfg), {"status": "completed", "wall_time_s": 123.0, "primary_metric": "accuracy",
+                                    "final": {"dev": {"accuracy": 50.0}}})
+    df, title = P.plan_frame(base)
+    assert (df.status == "done").sum() == 1 and df[df.status == "done"].measured_s.iloc[0] == 123.0
+    assert "measured CPU-h" in P.summary(df, title, 2)
