@@ -156,3 +156,30 @@ if __name__ == "__main__":  # python -m common.plots: redraw results/bench/basel
     frame = pd.read_csv(RESULTS_DIR / "bench" / "baselines.csv")
     plot_throughput(frame, RESULTS_DIR / "bench" / "baselines.png")
     print(bench_markdown(frame))
+
+
+# ----------------------------------------------------------------------------- the small scale's calibration
+def calibration_table(cal: pd.DataFrame, full: pd.DataFrame | None = None, target: float = 3.0) -> str:
+    """Markdown: full fine-tuning at `small` (median [min, max] of the reported seeds, test) beside MiniLM-L6xH384's
+    published GLUE dev score and our full-data run where the task is subsampled; whether it is within ``target``
+    points of the reference (published where there is one, else full data)."""
+    from .reference import MINILM_L6_H384_GLUE_DEV, MINILM_SOURCE
+    from .tasks import get_task
+
+    s = seed_summary(selected_runs(cal), ["task"])
+    f = seed_summary(selected_runs(full), ["task"]).set_index("task") if full is not None and len(full) else None
+    n_train = selected_runs(cal).groupby("task")["n_train"].max() if "n_train" in cal else None
+    lines = ["| task (metric) | train examples | FT at small (ours) | published MiniLM-L6xH384 | full data (ours) | "
+             "reference − ours | within 3 |", "|---|---:|---|---:|---:|---:|---|"]
+    for row in s.itertuples():
+        pub = MINILM_L6_H384_GLUE_DEV.get(row.task)
+        fd = f.loc[row.task, "median"] if f is not None and row.task in f.index else None
+        ref = pub if pub is not None else fd
+        gap = ref - row.median if ref is not None else None
+        ok = "—" if gap is None else ("yes" if gap <= target else "no")
+        n = f"{int(n_train[row.task]):,}" if n_train is not None and row.task in n_train else "—"
+        lines.append(f"| {row.task} ({get_task(row.task).primary_metric}) | {n} | {cell(row._asdict())} | "
+                     f"{'—' if pub is None else f'{pub:g}'} | {'—' if fd is None else f'{fd:.1f}'} | "
+                     f"{'—' if gap is None else f'{gap:+.1f}'} | {ok} |")
+    lines += ["", f"Published: {MINILM_SOURCE}. " + OPEN_NOTE]
+    return "\n".join(lines)

@@ -182,3 +182,20 @@ def test_token_cache_is_keyed_by_file_content(tmp_path, tokenizer):
         ex = load_examples(spec, "test", tmp_path)
         items = tokenize(ex, spec, tokenizer, "encoder", DataArgs(32), cache_key="rte/test/13")  # same key both times
         assert items[0]["input_ids"] == tokenizer(text, "It sat.")["input_ids"]
+
+
+def test_calibration_table_puts_the_reference_beside_ours_and_judges_the_3_point_target():
+    import pandas as pd
+
+    from common.plots import calibration_table
+
+    def rows(task, metric, vals, role="report"):
+        return [{"task": task, "method": "full_ft", "seed": i + 2, "split": "test", "metric": metric, "value": v,
+                 "selected": True, "role": role, "still_improving": i == 0 and task == "stsb"}
+                for i, v in enumerate(vals)]
+
+    cal = pd.DataFrame(rows("rte", "accuracy", [57, 58, 59]) + rows("stsb", "pearson", [85, 86, 84])
+                       + rows("rte", "accuracy", [99], role="tune"))  # the tuning seed never counts
+    t = calibration_table(cal, pd.DataFrame(rows("stsb", "pearson", [86.5])))
+    assert "| rte (accuracy) | — | 58.0 [57.0, 59.0] | 68.8 | — | +10.8 | no |" in t  # published MiniLM-L6xH384
+    assert "| stsb (pearson) | — | 85.0 [84.0, 86.0]† | — | 86.5 | +1.5 | yes |" in t  # our full-data run
