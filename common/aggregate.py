@@ -3,7 +3,7 @@
 ``python -m common.aggregate --paper lora --experiment glue`` reads
 ``results/records/lora/glue/*.json`` and writes ``results/lora/glue.csv`` with one row per
 (run, split, metric): ``task, method, seed, split, metric, value, lr, still_improving, trainable_params,
-total_params, model, scale, commit, wall_time_s, run_id`` plus every config key that varies across the experiment's runs (the swept keys).
+total_params, n_train, model, scale, commit, wall_time_s, run_id`` plus every config key that varies across the experiment's runs (the swept keys).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .paths import RECORDS_DIR, RESULTS_DIR
 from .records import flatten, write_atomic
 
 BASE_COLUMNS = ["task", "method", "seed", "split", "metric", "value", "lr", "still_improving", "trainable_params",
-                "total_params", "model", "scale", "commit", "wall_time_s", "run_id"]
+                "total_params", "n_train", "model", "scale", "commit", "wall_time_s", "run_id"]
 # Config keys already in the base columns, or bookkeeping that never counts as "swept".
 _NOT_SWEPT = {"task.name", "method.name", "seed", "model.name", "scale", "paper", "experiment", "records_dir",
               "force", "data.dir", "trainer.progress", "trainer.num_threads", "trainer.device"}
@@ -57,7 +57,8 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
                 rows.append({"task": r["task"], "method": r["method"], "seed": r["seed"], "split": split,
                              "metric": metric, "value": value, "lr": flat.get("method.lr"),
                              "still_improving": r.get("still_improving"), "trainable_params": r["trainable_params"],
-                             "total_params": r["total_params"], "model": r["model"], "scale": r["scale"],
+                             "total_params": r["total_params"], "n_train": r.get("data_sizes", {}).get("train"),
+                             "model": r["model"], "scale": r["scale"],
                              "commit": (r["git"].get("commit") or "")[:12], "wall_time_s": r.get("wall_time_s"),
                              "run_id": r.get("run_id"), **{k: flat.get(k) for k in swept}})
     return pd.DataFrame(rows, columns=BASE_COLUMNS + swept)
