@@ -130,6 +130,16 @@ def default_pooling(model: nn.Module) -> str:
     return {"encoder": "cls", "causal": "last", "seq2seq": "eos"}[lm_kind(model)]
 
 
+def check_pooling(model: nn.Module, pooling: str) -> str:
+    """``pooling`` if this model can pool that way, else a clear error naming the valid choices."""
+    if pooling not in POOLINGS:
+        raise UserError(f"model.pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+    if pooling == "eos" and lm_kind(model) != "seq2seq":
+        raise UserError(f"model.pooling=eos reads a decoder start state and needs BART or T5; this "
+                        f"{family(model)} model takes cls, mean or last")
+    return pooling
+
+
 def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, position_offset: int = 0,
                  pooling: str | None = None, n_prompt: int = 0) -> torch.Tensor:
     """One vector per sequence. (B, P+L, H) -> (B, H); the first ``n_prompt`` positions are soft prompts.
@@ -139,13 +149,8 @@ def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, pos
     decoder's state at its start token (BART: </s>) attending to the whole encoded input, as BART's own
     classification head reads the decoder.
     """
-    pooling = pooling or default_pooling(model)
-    if pooling not in POOLINGS:
-        raise UserError(f"model.pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+    pooling = check_pooling(model, pooling or default_pooling(model))
     if pooling == "eos":
-        if lm_kind(model) != "seq2seq":
-            raise UserError(f"model.pooling=eos reads a decoder start state and needs BART or T5; this "
-                            f"{family(model)} model takes cls, mean or last")
         enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         start = torch.full((embeds.size(0), 1), model.config.decoder_start_token_id, device=embeds.device)
         dec = model.get_decoder()(input_ids=start, encoder_hidden_states=enc, encoder_attention_mask=mask)

@@ -149,12 +149,7 @@ class TaskModel(nn.Module):
         super().__init__()
         self.backbone, self.task_type, self.num_labels = backbone, task_type, num_labels
         self.kind = arch.lm_kind(backbone)
-        self.pooling = pooling or arch.default_pooling(backbone)
-        if self.pooling not in arch.POOLINGS:
-            raise UserError(f"model.pooling={self.pooling!r}; valid: {', '.join(arch.POOLINGS)}")
-        if self.pooling == "eos" and self.kind != "seq2seq":
-            raise UserError(f"model.pooling=eos reads a decoder start state and needs BART or T5; this "
-                            f"{arch.family(backbone)} model takes cls, mean or last")
+        self.pooling = arch.check_pooling(backbone, pooling or arch.default_pooling(backbone))  # fail at build time
         # Regression: the head predicts (y - target_mean) / target_std (set from the training labels by
         # set_target_stats), so a low-lr run does not spend its steps fitting the mean; outputs are rescaled.
         self.register_buffer("target_mean", torch.zeros(()))

@@ -76,9 +76,9 @@ def _lengths(task: str, role: str, data_dir: str | None, n: int | None, subsampl
 def split_lengths(cfg: dict, role: str) -> tuple[int, ...]:
     d = cfg["data"]
     n = {"train": d["max_train"], "dev": d["max_dev"], "test": d["max_test"]}[role]
-    model = cfg["model"]["name"] if cfg["model"]["name"] == "minilm" else "minilm"  # token lengths: MiniLM's tokenizer
+    # token lengths with MiniLM's tokenizer whatever the model: the throughput table is MiniLM's too
     return _lengths(cfg["task"]["name"], role, d["dir"], n, d["subsample_seed"], d["max_seq_len"],
-                    cfg["task"]["few_shot_seed"], model)
+                    cfg["task"]["few_shot_seed"], "minilm")
 
 
 def extra_positions(cfg: dict) -> int:
@@ -125,9 +125,8 @@ def predict(cfg: dict, tp: Throughput, threads: int) -> dict:
 
 def plan_frame(overrides: list[str], jobs: int = 2, smoke: bool = False) -> tuple[pd.DataFrame, str]:
     """Every run of the sweep (or the single run) with its prediction and, if done, its measured time."""
-    import json
-
-    from .records import is_complete, record_path
+    from .aggregate import load_record
+    from .records import record_path
     from .sweep import Sweep, compose, setting_label
 
     exp = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
@@ -148,8 +147,8 @@ def plan_frame(overrides: list[str], jobs: int = 2, smoke: bool = False) -> tupl
     for r in runs:
         cfg = r["cfg"]
         path = record_path(cfg)
-        done = is_complete(path)
-        measured = json.loads(path.read_text()).get("wall_time_s") if done else None
+        rec = load_record(path)
+        done, measured = rec is not None, (rec or {}).get("wall_time_s")
         rows.append({"run_id": path.stem, "phase": r["phase"], "task": cfg["task"]["name"],
                      "method": cfg["method"]["name"], "setting": setting_label(r["cell"].setting) if r["cell"] else "",
                      "seed": cfg["seed"], "lr": cfg["method"]["lr"], "lr_known": r.get("lr_known", True),

@@ -81,20 +81,21 @@ def write_frame(df: pd.DataFrame, path: Path) -> None:
     log.info("wrote %s (%d rows)", path, len(df))
 
 
+def _fmt(value) -> str:
+    """A setting value as Hydra writes it: booleans lower-case, lists comma-joined."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_fmt(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def override(key: str, value) -> str:
     """A Hydra override string for one setting value (lists as ``[a,b]``)."""
-    if isinstance(value, (list, tuple)):
-        return f"{key}=[{','.join(str(v) for v in value)}]"
-    if isinstance(value, bool):
-        return f"{key}={str(value).lower()}"
-    return f"{key}={value}"
+    return f"{key}=[{_fmt(value)}]" if isinstance(value, (list, tuple)) else f"{key}={_fmt(value)}"
 
 
 def setting_label(setting: dict) -> str:
     """``key=value;key=value`` (lists joined by commas); ``""`` for the empty setting."""
-    def fmt(v):
-        return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else (str(v).lower() if isinstance(v, bool) else str(v))
-    return ";".join(f"{k}={fmt(v)}" for k, v in setting.items())
+    return ";".join(f"{k}={_fmt(v)}" for k, v in setting.items())
 
 
 def extend(grid: list[float], edge: str) -> float:
@@ -154,13 +155,14 @@ class Sweep:
                 raise UserError(f"experiment={experiment}: sweep.lr_grid.{m} needs at least 4 log-spaced points "
                                 f"(or sweep.lr_from.{m} to reuse another sweep's choice), has "
                                 f"{s['lr_grid'].get(m, [])}")
-        tasks_all = (s["smoke_tasks"] or s["tasks"][:1]) if smoke else s["tasks"]
-        if only_tasks is not None:  # a subset (another sweep needs these tasks' runs)
-            unknown = sorted(set(only_tasks) - set(s["tasks"]))
+        self.partial = only_tasks is not None  # a subset (another sweep needs its runs) never writes the CSVs
+        if self.partial:
+            tasks = list(only_tasks)
+            unknown = sorted(set(tasks) - set(s["tasks"]))
             if unknown:
                 raise UserError(f"experiment={experiment} does not sweep task(s) {unknown}; it has {s['tasks']}")
-        tasks = list(only_tasks) if only_tasks is not None else tasks_all
-        self.partial = only_tasks is not None  # a subset never overwrites the sweep's own CSVs
+        else:
+            tasks = (s["smoke_tasks"] or s["tasks"][:1]) if smoke else s["tasks"]
         settings = s["settings"] or [{}]
         self.cells = [Cell(t, m, dict(st)) for t in tasks for m in self.methods for st in settings]
         self.seeds = s["seeds"][:1] if smoke else s["seeds"]
@@ -222,6 +224,7 @@ class Sweep:
             for c in cells:
                 if prev is not None and c.key in prev:
                     grids[c.key], extended[c.key] = prev[c.key]
+        done: dict[tuple, dict[float, float]] = {}  # cell key -> dev score per lr, when its whole grid has run
         while cells:
             if run:
                 run_all([self.cfg(c, seed, lr) for c in cells for lr in grids[c.key]], self.jobs)
@@ -230,18 +233,20 @@ class Sweep:
                 scores = {lr: self._dev(self.cfg(c, seed, lr)) for lr in grids[c.key]}
                 if any(v is None for v in scores.values()):
                     continue
+                done[c.key] = scores
                 _, edge = pick(scores)
                 if run and edge and extended[c.key] < self.max_extend:
                     grids[c.key] = sorted([*grids[c.key], extend(grids[c.key], edge)])
                     extended[c.key] += 1
+                    del done[c.key]  # its new point has yet to run
                     again = True
             if not again:
                 break
         rows = []
         for c in cells:
-            scores = {lr: self._dev(self.cfg(c, seed, lr)) for lr in grids[c.key]}
-            if any(v is None for v in scores.values()):
+            if c.key not in done:
                 continue
+            scores = done[c.key]
             best, edge = pick(scores)
             rows.append({"task": c.task, "method": c.method, "setting": setting_label(c.setting), "lr": best,
                          "dev": scores[best], "grid": " ".join(f"{x:g}" for x in grids[c.key]),
@@ -336,22 +341,21 @@ class Sweep:
         for r in choice.itertuples():
             cell = tune_by_key.get((r.task, r.method, r.setting))
             if cell is not None:
-                runs += [(cell, self.cfg(cell, self.spec["tune_seed"], float(lr)), "tune")
+                runs += [(cell, self.cfg(cell, self.spec["tune_seed"], float(lr)), "tune", float(r.lr))
                          for lr in str(r.grid).split()]
-        runs += [(c, cfg, "report") for c, cfg in self.report_cfgs(lrs)]
+        runs += [(c, cfg, "report", lrs[c.key]) for c, cfg in self.report_cfgs(lrs)]
         recs, meta = [], {}
-        for cell, cfg, role in runs:
+        for cell, cfg, role, chosen in runs:
             rec = load_record(record_path(cfg))
             if rec is not None and rec["run_id"] not in meta:
                 recs.append(rec)
-                chosen = lrs.get(cell.key) if role == "report" else by_choice(choice, cell)
                 meta[rec["run_id"]] = (setting_label(cell.setting), role, chosen)
         if not recs:
             raise UserError(f"no completed runs of experiment={self.experiment} in {self.records_dir}")
         df = to_frame(recs)
         df["setting"] = [meta[i][0] for i in df.run_id]
         df["role"] = [meta[i][1] for i in df.run_id]
-        df["selected"] = [meta[i][2] is not None and abs(lr - meta[i][2]) <= 1e-9 * lr
+        df["selected"] = [abs(lr - meta[i][2]) <= 1e-9 * lr
                           for i, lr in zip(df.run_id, df["lr"])]
         if not self.partial:
             write_frame(df, self.out_dir / f"{self.name}.csv")
@@ -359,12 +363,6 @@ class Sweep:
 
 
 CHOICE_COLUMNS = ["task", "method", "setting", "lr", "dev", "grid", "extended", "at_edge"]
-
-
-def by_choice(choice: pd.DataFrame, cell: Cell) -> float | None:
-    hit = choice[(choice.task == cell.task) & (choice.method == cell.method)
-                 & (choice.setting == setting_label(cell.setting))]
-    return float(hit.lr.iloc[0]) if len(hit) else None
 
 
 class Steps:
@@ -399,12 +397,8 @@ class Steps:
                          ignore_index=True)
 
 
-def driver_main(steps_cls: type[Steps], argv: list[str] | None, description: str) -> int:
-    """The command line every ``<paper>.experiments`` shares: ``{step,...,all} [--jobs] [--smoke --out]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("what", choices=[*steps_cls.experiments, "all"])
+def _parse(ap, argv: list[str] | None):
+    """The options every sweep command shares (``--jobs``, ``--smoke``, ``--out``), parsed and checked."""
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="smoke budget (32 examples), first task: code paths only")
     ap.add_argument("--out", type=Path, default=None, help="results root (default: results/; --smoke: required)")
@@ -412,6 +406,16 @@ def driver_main(steps_cls: type[Steps], argv: list[str] | None, description: str
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if a.smoke and a.out is None:
         ap.error("--smoke needs --out (smoke results never go to results/)")
+    return a
+
+
+def driver_main(steps_cls: type[Steps], argv: list[str] | None, description: str) -> int:
+    """The command line every ``<paper>.experiments`` shares: ``{step,...,all} [--jobs] [--smoke --out]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("what", choices=[*steps_cls.experiments, "all"])
+    a = _parse(ap, argv)
     plan = steps_cls(a.smoke, a.out, a.jobs)
     try:
         for what in (list(steps_cls.experiments) if a.what == "all" else [a.what]):
@@ -428,17 +432,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Run an experiment file's sweep (lr tuned on dev, then the reported seeds).")
     ap.add_argument("overrides", nargs="+", help="experiment=<name> and any Hydra overrides")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--smoke", action="store_true", help="smoke budget, first task: code paths only")
-    ap.add_argument("--out", type=Path, default=None, help="results root (default: results/; --smoke: required)")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    a = _parse(ap, argv)
     exp = [o for o in a.overrides if o.startswith("experiment=")]
     if not exp:
         print("error: name the sweep: experiment=<name> (the files in conf/experiment/)", file=sys.stderr)
         return 2
-    if a.smoke and a.out is None:
-        ap.error("--smoke needs --out (smoke results never go to results/)")
     try:
         sw = Sweep(exp[0].split("=", 1)[1], records_dir=(a.out / "records") if a.out else None, out_dir=a.out,
                    jobs=a.jobs, smoke=a.smoke, extra=tuple(o for o in a.overrides if o not in exp))

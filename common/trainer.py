@@ -174,7 +174,7 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
             for n, t in best_state.items():
                 params_by_name[n].copy_(t)
     # Convergence flag: the best dev evaluation was the last one, so the curve may still be rising.
-    still_improving = bool(history) and best["step"] == history[-1]["step"] and len(history) > 1
+    still_improving = len(history) > 1 and best["step"] == history[-1]["step"]
     return {"history": history, "best": best, "steps": step, "device": str(device),
             "still_improving": still_improving, "stopped_early": step < total}
 

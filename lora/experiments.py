@@ -18,6 +18,7 @@ import sys
 import pandas as pd
 
 from common import sweep
+from common.errors import UserError
 from common.paths import SCRATCH_DIR
 from common.sweep import run_all, write_frame
 
@@ -58,11 +59,8 @@ class Plan(sweep.Steps):
 
         sw = self.sweep("ablation")
         lrs = sw.chosen(sw.tune(run=False))
-        cell = next(c for c in sw.cells if c.task == ANALYSIS_TASK or self.smoke)
-        cell = sweep.Cell(cell.task, cell.method, {"method.weights": weights.split(","), "method.r": r})
+        cell = sweep.Cell(ANALYSIS_TASK, "lora", {"method.weights": weights.split(","), "method.r": r})
         if cell.key not in lrs:
-            from common.errors import UserError
-
             raise UserError("no lr chosen for the ablation yet: run `python -m lora.experiments ablation` first")
         cfg = sw.cfg(cell, seed, lrs[cell.key])
         ckpt = SCRATCH_DIR / "checkpoints" / record_path(cfg).stem / "trainable.safetensors"

@@ -40,7 +40,7 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert "| conll2003 (entity_f1) |" not in table or "90.2" in table  # the paper's number beside ours
 
 
-def test_depth_before_main_needs_no_main_but_a_bad_step_is_a_clear_error(tmp_path):
+def test_unknown_step_is_a_clear_error(tmp_path):
     p = subprocess.run([sys.executable, "-m", "ptuning_v2.experiments", "width", "--smoke", "--out", str(tmp_path)],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "invalid choice: 'width'" in p.stderr

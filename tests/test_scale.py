@@ -89,14 +89,13 @@ def test_regression_targets_are_standardised_and_outputs_on_the_original_scale()
     assert out["loss"].item() == pytest.approx(((z - (b["labels"] - mean) / std) ** 2).mean().item(), rel=1e-5)
 
 
-def test_regression_run_records_metrics_on_the_original_scale(tmp_path):
+def test_a_run_standardises_with_its_own_training_labels(tmp_path, mirror):
     from common.run import prepare
     from common.sweep import compose
 
     cfg = compose(["scale=smoke", "model=tiny-bert", "task=stsb", f"records_dir={tmp_path}"])
     spec, model, *_ = prepare(cfg)
-    labels = [e["label"] for e in load_examples(spec, "train", cfg["data"]["dir"] or
-                                                 __import__("common.paths").paths.DEFAULT_MIRROR, max_n=32)]
+    labels = [e["label"] for e in load_examples(spec, "train", mirror, max_n=32)]
     assert model.target_mean.item() == pytest.approx(sum(labels) / len(labels), rel=1e-5)
 
 

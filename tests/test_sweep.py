@@ -1,5 +1,6 @@
 """The sweep engine (lr grid with honest edges, tuning seed never reported), experiment files that say what
 their drivers run, and the cost plan."""
+import math
 
 import pandas as pd
 import pytest
@@ -47,7 +48,7 @@ def test_grid_is_extended_past_the_edge_dev_picks_and_the_tuning_seed_is_not_rep
     # dev improves with lr up to 8e-4: the grid 2.5e-5 .. 2e-4 must grow upwards twice (4e-4, 8e-4) and stop
     # once the best point is inside it (1.6e-3 scores lower)
     peak = 8e-4
-    monkeypatch.setattr(S, "run_all", fake_records(sw, lambda lr: -abs(__import__("math").log(lr / peak))))
+    monkeypatch.setattr(S, "run_all", fake_records(sw, lambda lr: -abs(math.log(lr / peak))))
     df = sw.run()
     choice = pd.read_csv(tmp_path / "res" / "common" / "calibration_lr_choice.csv", keep_default_na=False)
     row = choice.iloc[0]
