@@ -151,11 +151,7 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
             batch = _to(batch, device)
             with _autocast(device, cfg.bf16):
                 loss = model(batch)["loss"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(loss, params, opt, sched, cfg.max_grad_norm)
             step += 1
             running, n_running = running + loss.item(), n_running + 1
             bar.update(1)
@@ -177,6 +173,15 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
     still_improving = len(history) > 1 and best["step"] == history[-1]["step"]
     return {"history": history, "best": best, "steps": step, "device": str(device),
             "still_improving": still_improving, "stopped_early": step < total}
+
+
+def optimizer_step(loss: torch.Tensor, params: list, opt, sched, max_grad_norm: float) -> None:
+    """Backward, clip the gradient norm, step the optimiser and the schedule, clear the gradients."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def _best_index(history: list[dict], best_step: int) -> int:

@@ -1,0 +1,295 @@
+"""IPT: autoencoder, scorers, the three stages' trainable sets, prompts on disk, splits, entry points."""
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.errors import UserError
+from common.multitask import (
+    StageConfig,
+    TaskData,
+    fit_multitask,
+    interleaved_batches,
+    state_fingerprint,
+)
+from common.paths import REPO_ROOT
+from ipt import workbench as W
+from ipt.subspace import INIT_STD, IntrinsicVector, PromptAutoencoder, PromptDecoder
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+TRAIN_TASK, TEST_TASK = "glue-sst2", "rotten_tomatoes"  # both in the random split, both with options
+
+
+def compose(*overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from common.config import register_configs
+    from ipt.config import register
+
+    register_configs()
+    register()
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("ipt", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def smoke_cfg(tmp_path, *extra):
+    return compose("+split=random", "scale=smoke", f"records_dir={tmp_path / 'records'}",
+                   f"tasks=[{TRAIN_TASK},{TEST_TASK}]", *extra)
+
+
+# ----------------------------------------------------------------------------- subspace modules
+def test_autoencoder_shapes_and_init():
+    torch.manual_seed(0)
+    ae = PromptAutoencoder(prompt_len=6, hidden=16, d_intrinsic=3)
+    assert ae.encoder.weight.shape == (3, 6 * 16)
+    assert [m.weight.shape for m in ae.decoder.net if isinstance(m, torch.nn.Linear)] == [(16, 3), (6 * 16, 16)]
+    assert isinstance(ae.decoder.net[1], torch.nn.Tanh)
+    for name, p in ae.named_parameters():
+        if name.endswith("bias"):
+            assert torch.all(p == 0), name
+        else:
+            assert abs(p.std().item() - INIT_STD) < 0.35 * INIT_STD and abs(p.mean().item()) < 0.01, name
+    x = torch.randn(2, 6, 16)
+    assert ae.encode(x).shape == (2, 3) and ae(x).shape == (2, 6, 16) and ae(x[0]).shape == (6, 16)
+    assert IntrinsicVector(3)().shape == (3,)
+
+
+def test_interleaved_batches_cover_each_example_once_per_round_and_mix_tasks():
+    stream = interleaved_batches({"a": 10, "b": 6}, batch_size=4, seed=0)
+    rnd = [next(stream) for _ in range(3 + 2)]  # a: 3 batches, b: 2 batches per round
+    seen = {t: sorted(i for n, b in rnd if n == t for i in b) for t in ("a", "b")}
+    assert seen == {"a": list(range(10)), "b": list(range(6))}
+    mixed = interleaved_batches({t: 20 for t in "abcd"}, batch_size=4, seed=0)
+    order = [next(mixed)[0] for _ in range(20)]  # one round: 5 batches per task
+    switches = sum(x != y for x, y in itertools.pairwise(order))
+    assert switches > 3 * 2, order  # task after task would switch 3 times
+
+
+# ----------------------------------------------------------------------------- scorers
+@pytest.fixture(scope="module")
+def minilm_scorer():
+    cfg = compose("+split=random", "scale=smoke")
+    scorer, tok = W.build(cfg)
+    return cfg, scorer, tok
+
+
+def test_cosine_scorer_without_prompt_is_minilm_zero_shot_similarity(minilm_scorer, mirror):
+    """P = none: logits = cos(mean-pooled MiniLM(x), mean-pooled MiniLM(o)) / tau, computed independently."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from common.models import minilm_path
+
+    cfg, scorer, _ = minilm_scorer
+    task = W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
+    items = task.dev[:5]
+    scorer.eval()
+    ours = scorer.logits(task, items, None)  # (5, 2)
+    tok, model = AutoTokenizer.from_pretrained(minilm_path()), AutoModel.from_pretrained(minilm_path()).eval()
+
+    def embed(texts):
+        enc = tok(texts, padding=True, truncation=True, max_length=cfg["data"]["max_seq_len"], return_tensors="pt")
+        with torch.no_grad():
+            h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        return F.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+
+    rows = [json.loads(line) for line in (mirror / "crossfit" / TRAIN_TASK / f"{TRAIN_TASK}_16_100_dev.jsonl").open()][:5]
+    x, o = embed([r["input"] for r in rows]), embed(rows[0]["options"])
+    expected = x @ o.T / cfg["scorer"]["tau"]
+    assert torch.allclose(ours, expected, atol=1e-4), (ours, expected)
+
+
+def test_prompt_changes_scores(minilm_scorer):
+    cfg, scorer, _ = minilm_scorer
+    task = W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
+    items = task.train[:3]
+    prompt = torch.randn(4, scorer.hidden) * 0.5
+    a, b = scorer.logits(task, items, None), scorer.logits(task, items, prompt)
+    assert a.shape == b.shape == (3, 2) and not torch.allclose(a, b)
+
+
+def test_seq2seq_scorer_nll_equals_the_model_loss_on_tiny_bart(tmp_path):
+    cfg = compose("+split=random", "scale=smoke", "model=tiny-bart", "scorer.kind=seq2seq", "scorer.label_smoothing=0")
+    scorer, tok = W.build(cfg)
+    task = W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
+    items = [it for it in task.train if len(it["labels"]) == len(task.train[0]["labels"])][:3]  # equal target lengths
+    ours = scorer.loss(task, items, None)
+    from ipt.scorer import _ids_and_mask, _pad
+
+    ids, mask = _ids_and_mask(items, tok.pad_token_id)
+    ref = scorer.backbone(input_ids=ids, attention_mask=mask, labels=_pad([it["labels"] for it in items], -100)).loss
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- trainable sets per stage
+def _toy_task(cfg, scorer):
+    return W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
+
+
+def test_msf_trains_only_the_autoencoder(tmp_path):
+    cfg = compose("+split=random", "scale=smoke", "model=tiny-bert")
+    scorer, _ = W.build(cfg)
+    task = _toy_task(cfg, scorer)
+    prompt = torch.randn(4, scorer.hidden)
+    ae = PromptAutoencoder(4, scorer.hidden, 3)
+    before_bb, before_p, before_ae = state_fingerprint(scorer), prompt.clone(), state_fingerprint(ae)
+    model = torch.nn.ModuleDict({"s": scorer, "ae": ae})
+    fit_multitask(model, dict(ae.named_parameters()), [task],
+                  lambda t, b: scorer.loss(t, b, ae(prompt)) + F.mse_loss(ae(prompt), prompt),
+                  lambda t, items: W.scores(scorer, t, items, ae(prompt)), StageConfig(lr=1e-2, steps=3, eval_every=3), 0)
+    assert all(torch.equal(v, state_fingerprint(scorer)[k]) for k, v in before_bb.items())
+    assert torch.equal(prompt, before_p)
+    assert any(not torch.equal(v, ae.state_dict()[k]) for k, v in before_ae.items())
+
+
+def test_ist_trains_only_v_and_decoded_prompt_survives_save_load(tmp_path):
+    from safetensors.torch import load_file
+
+    from common.multitask import save_tensors
+
+    cfg = compose("+split=random", "scale=smoke", "model=tiny-bert")
+    scorer, _ = W.build(cfg)
+    task = _toy_task(cfg, scorer)
+    dec = PromptDecoder(4, scorer.hidden, 3).requires_grad_(False)
+    v = IntrinsicVector(3)
+    frozen = {**{"s." + k: t for k, t in state_fingerprint(scorer).items()},
+              **{"d." + k: t for k, t in state_fingerprint(dec).items()}}
+    v0 = v.v.detach().clone()
+    fit_multitask(torch.nn.ModuleDict({"s": scorer, "d": dec, "v": v}), {"v": v.v}, [task],
+                  lambda t, b: scorer.loss(t, b, dec(v())), lambda t, items: W.scores(scorer, t, items, dec(v())),
+                  StageConfig(lr=1e-1, steps=3, eval_every=3), 0)
+    now = {**{"s." + k: t for k, t in state_fingerprint(scorer).items()}, **{"d." + k: t for k, t in state_fingerprint(dec).items()}}
+    assert all(torch.equal(frozen[k], now[k]) for k in frozen)
+    assert not torch.equal(v0, v.v)
+    scorer.eval()
+    with torch.no_grad():
+        before = scorer.logits(task, task.dev, dec(v()))
+    path = save_tensors({"v": v.v}, tmp_path / "v.safetensors")
+    v2 = IntrinsicVector(3)
+    with torch.no_grad():
+        v2.v.copy_(load_file(str(path))["v"])
+        assert torch.equal(scorer.logits(task, task.dev, dec(v2())), before)
+
+
+def test_fit_multitask_refuses_parameters_outside_the_trainable_set():
+    lin = torch.nn.Linear(2, 2)
+    other = torch.nn.Parameter(torch.zeros(2))
+    task = TaskData("t", "accuracy", [{"x": 1}], [{"x": 1}])
+    with pytest.raises(ValueError, match="outside the stage's trainable set"):
+        fit_multitask(lin, {"x": other}, [task], lambda t, b: other.sum(), lambda t, i: {"accuracy": 0.0},
+                      StageConfig(steps=1), 0)
+
+
+# ----------------------------------------------------------------------------- splits and errors
+def test_split_naming_a_task_the_mirror_lacks_is_an_error(mirror):
+    from ipt.splits import resolve_split
+
+    with pytest.raises(UserError, match="names task 'no_such_task'"):
+        resolve_split({"name": "mine", "train": ["glue-sst2"], "test": ["no_such_task"]}, mirror, True)
+
+
+def test_cosine_formulation_drops_generation_tasks_with_reason(mirror):
+    from ipt.splits import resolve_split
+
+    s = resolve_split({"name": "mine", "train": ["glue-sst2", "squad-no_context"], "test": ["rotten_tomatoes"]},
+                      mirror, needs_options=True)
+    assert s.train == ["crossfit/glue-sst2"] and "generation" in s.dropped["squad-no_context"]
+    s2 = resolve_split({"name": "mine", "train": ["glue-sst2", "squad-no_context"], "test": ["rotten_tomatoes"]},
+                       mirror, needs_options=False)
+    assert "crossfit/squad-no_context" in s2.train
+
+
+def test_split_files_match_the_papers_split_files(mirror):
+    from ipt.splits import SOURCES, SPLIT_DIR, split_conf
+
+    ref = REPO_ROOT.parent / "shared" / "reference" / "ipt_splits"
+    if not ref.is_dir():
+        pytest.skip("paper split files not found")
+    for name in SOURCES:
+        assert (SPLIT_DIR / f"{name}.yaml").read_text() == split_conf(name, ref, mirror), name
+
+
+def test_missing_prompt_is_an_error_naming_the_task(tmp_path):
+    cfg = smoke_cfg(tmp_path)
+    with pytest.raises(UserError, match=f"crossfit/{TEST_TASK}"):
+        W.load_prompts(cfg, [f"crossfit/{TEST_TASK}"])
+
+
+def test_unknown_task_restriction_lists_valid_ones(tmp_path):
+    cfg = smoke_cfg(tmp_path, "tasks=[nope]")
+    with pytest.raises(UserError, match="valid: .*glue-sst2"):
+        W.select_tasks(cfg, ["crossfit/glue-sst2"])
+
+
+def ipt_cli(module, *args, tmp_path, timeout=600):
+    cmd = [sys.executable, "-m", f"ipt.{module}", *args, f"hydra.run.dir={tmp_path / 'hydra'}"]
+    return subprocess.run(cmd, check=False, cwd=REPO_ROOT, env={**ENV, "PEFT_SCRATCH_DIR": str(tmp_path / "scratch")},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_without_split_one_line_lists_choices_and_exits_2(tmp_path):
+    p = ipt_cli("msf", "scale=smoke", tmp_path=tmp_path)
+    assert p.returncode == 2 and "random_20" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+# ----------------------------------------------------------------------------- the three stages end to end
+def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
+    common = ["+split=random", "scale=smoke", f"records_dir={tmp_path / 'records'}", f"tasks=[{TRAIN_TASK},{TEST_TASK}]"]
+    # MSF before stage 1: an error naming the missing prompts, nothing written
+    p = ipt_cli("msf", *common, tmp_path=tmp_path)
+    assert p.returncode == 2 and "no stage-1 prompt" in p.stderr and TRAIN_TASK in p.stderr, p.stderr
+    assert not (tmp_path / "records" / "ipt" / "msf").exists()
+    for module in ("prompt_tuning", "msf", "ist"):
+        p = ipt_cli(module, *common, tmp_path=tmp_path)
+        assert p.returncode == 0, p.stderr[-3000:]
+    root = tmp_path / "records" / "ipt"
+    pts = sorted((root / "prompt_tuning").glob("*.json"))
+    assert len(pts) == 2 and len(list((root / "prompt_tuning").glob("*.safetensors"))) == 2
+    pt = json.loads(pts[0].read_text())
+    assert pt["trainable_params"] == 4 * 384 and {"test", "zero_shot_test"} <= set(pt["final"])
+    msf = json.loads(next((root / "msf").glob("*.json")).read_text())
+    assert {v["role"] for v in msf["per_task"].values()} == {"train", "test"}
+    ist = [json.loads(p.read_text()) for p in (root / "ist").glob("*.json")]
+    assert sorted((r["role"], r["few_shot_seed"]) for r in ist) == [("test", 100), ("train", 21)]
+    assert all(r["trainable_params"] == 5 for r in ist)
+
+
+def test_bart_text_to_text_path_runs_end_to_end(tmp_path):
+    """scale=paper's formulation on tiny-bart: seq2seq scorer, an option task and a generation task."""
+    from ipt import ist, msf, prompt_tuning
+
+    cfg = compose("+split=random", "scale=smoke", "model=tiny-bart", "scorer.kind=seq2seq",
+                  f"records_dir={tmp_path / 'records'}", "tasks=[glue-sst2,squad-no_context,rotten_tomatoes]")
+    prompt_tuning.stage(cfg)
+    rec = msf.stage(cfg)
+    assert set(rec["per_task"]) == {"crossfit/glue-sst2", "crossfit/squad-no_context", "crossfit/rotten_tomatoes"}
+    squad = rec["per_task"]["crossfit/squad-no_context"]["test"]
+    assert "em" in squad and 0.0 <= squad["em"] <= 100.0  # text metrics on decoded text
+    ist.stage(cfg)
+    assert len(list((tmp_path / "records" / "ipt" / "ist").glob("*.json"))) == 3
+    cfg_opt = {**cfg, "scorer": {**cfg["scorer"], "predict": "options"}}  # option likelihood instead of decoding
+    scorer, _ = W.build(cfg_opt)
+    task = W.load_task(cfg_opt, scorer, "crossfit/glue-sst2", 100)
+    assert set(W.scores(scorer, task, task.test, None)) >= {"accuracy"}
+
+
+SPLITS = sorted(p.stem for p in (REPO_ROOT / "conf" / "split").glob("*.yaml"))
+SCALES = sorted(p.stem for p in (REPO_ROOT / "conf" / "scale").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_split_and_scale_composes(split, scale):
+    cfg = compose(f"+split={split}", f"scale={scale}")
+    assert cfg["split"]["name"] == split and cfg["split"]["train"] and cfg["split"]["test"]
+    assert cfg["scale"] == scale and cfg["prompt"]["len"] >= 1
+    assert (cfg["scorer"]["kind"], cfg["model"]["name"]) == (("seq2seq", "bart-base") if scale == "paper" else ("cosine", "minilm"))
