@@ -44,6 +44,7 @@ class IPTConfig:
     few_shot_seed: int = 100  # stage 1 and MSF: the CrossFit sample (train/dev) of every task
     ist_seed: int = 21  # IST on seen tasks with seen_data=diff: a different sample
     seed: int = 2  # training seed (1 tunes hyperparameters and is never reported)
+    prompt_seed: int = 2  # MSF / IST: the stage-1 run (its seed) whose prompts they read
     msf_seed: Optional[int] = None  # IST: which MSF run's decoder (null = seed)
     tasks: Optional[List[str]] = None  # restrict a stage to these tasks of the split (null = all)
     workers: int = 1  # stage 1 / IST: tasks run this many at a time (one thread each)

@@ -34,7 +34,7 @@ _PT_KEYS = ("model.", "scorer.", "prompt.", "pt.", "few_shot_seed", "data.max_se
 STAGE_KEYS = {
     "prompt_tuning": _PT_KEYS + ("seed",),
     "msf": _PT_KEYS + ("msf.", "intrinsic_dim", "split.name", "split.train", "split.test", "tasks",
-            "seed"),
+            "prompt_seed", "seed"),
 }
 
 
@@ -197,7 +197,9 @@ def select_tasks(cfg: dict, names: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- prompts on disk
 def prompt_path(cfg: dict, task: str) -> Path:
-    return record_dir(cfg, "prompt_tuning") / f"{run_id(cfg, 'prompt_tuning', task)}.safetensors"
+    """Where stage 1 (run with ``seed`` = ``prompt_seed``) saved ``task``'s prompt."""
+    pt = {**cfg, "seed": cfg["prompt_seed"]}
+    return record_dir(cfg, "prompt_tuning") / f"{run_id(pt, 'prompt_tuning', task)}.safetensors"
 
 
 def load_prompts(cfg: dict, tasks: list[str]) -> dict[str, torch.Tensor]:
@@ -215,7 +217,8 @@ def load_prompts(cfg: dict, tasks: list[str]) -> dict[str, torch.Tensor]:
     if missing:
         raise UserError(f"no stage-1 prompt for {len(missing)} task(s): {', '.join(missing[:10])}"
                         f"{' ...' if len(missing) > 10 else ''} (looked for {prompt_path(cfg, missing[0])}); run "
-                        f"`python -m ipt.prompt_tuning +split={cfg['split']['name']}` with the same settings first")
+                        f"`python -m ipt.prompt_tuning +split={cfg['split']['name']} seed={cfg['prompt_seed']}` "
+                        f"with the same settings first")
     return out
 
 

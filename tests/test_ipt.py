@@ -261,6 +261,25 @@ def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
     ist = [json.loads(p.read_text()) for p in (root / "ist").glob("*.json")]
     assert sorted((r["role"], r["few_shot_seed"]) for r in ist) == [("test", 100), ("train", 21)]
     assert all(r["trainable_params"] == 5 for r in ist)
+    from ipt.plots import main as plots_main
+
+    assert plots_main(root, tmp_path / "out") == 0
+    assert {"pt_floor.csv", "scores.csv", "settings.md", "dim.png", "tasks.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_relative_performance_and_its_chance_corrected_version():
+    import pandas as pd
+
+    from ipt.plots import relative, run_means
+
+    pt = pd.DataFrame({"task": ["a", "b"], "seed": [2, 2], "pt": [80.0, 50.0], "zero_shot": [60.0, 55.0]})
+    scores = pd.DataFrame({"setting": ["T_test(IST)"] * 2, "task": ["a", "b"], "split": ["random"] * 2, "d_I": [5, 5],
+                           "subspace": ["learned"] * 2, "seed": [2, 2], "score": [70.0, 50.0], "still_improving": [False, True]})
+    rel = relative(scores, pt).set_index("task")
+    assert rel.loc["a", "rel"] == pytest.approx(87.5) and rel.loc["a", "rel_cc"] == pytest.approx(50.0)
+    assert rel.loc["b", "rel"] == pytest.approx(100.0) and pd.isna(rel.loc["b", "rel_cc"])  # PT below zero-shot
+    m = run_means(relative(scores, pt)).iloc[0]
+    assert m.rel == pytest.approx(93.75) and m.rel_cc == pytest.approx(50.0) and m.tasks == 2 and m.still_improving
 
 
 def test_bart_text_to_text_path_runs_end_to_end(tmp_path):
@@ -293,3 +312,20 @@ def test_every_split_and_scale_composes(split, scale):
     assert cfg["split"]["name"] == split and cfg["split"]["train"] and cfg["split"]["test"]
     assert cfg["scale"] == scale and cfg["prompt"]["len"] >= 1
     assert (cfg["scorer"]["kind"], cfg["model"]["name"]) == (("seq2seq", "bart-base") if scale == "paper" else ("cosine", "minilm"))
+
+
+def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror):
+    from ipt.experiments import ORDER, TUNE_SEED, phases
+
+    runs = phases({"pt_lr": 0.01, "alpha": 1.0, "ist_lr": 0.03})
+    assert [p for p in dict.fromkeys(p for p, _, _ in runs)] == ORDER
+    seed = lambda ov: next(int(o.split("=")[1]) for o in ov if o.startswith("seed="))  # noqa: E731
+    for phase, stage, ov in runs:
+        assert (seed(ov) == TUNE_SEED) == phase.startswith("tune"), (phase, ov)
+        if not phase.startswith("tune"):
+            assert {"pt.lr=0.01"} <= set(ov) and (stage == "prompt_tuning" or "msf.alpha=1.0" in ov)
+    key = lambda ov: tuple(sorted(o for o in ov if o.split("=")[0] in ("+split", "intrinsic_dim", "seed")))  # noqa: E731
+    msf = {key(ov) for p, s, ov in runs if s == "msf"}
+    for p, s, ov in runs:
+        if s == "ist" and "subspace=learned" in ov or (s == "ist" and p == "tune_ist"):
+            assert key(ov) in msf, ov

@@ -1,0 +1,268 @@
+"""IPT at `small`: the experiment list, its plan (predicted CPU-hours) and its driver.
+
+    python -m ipt.experiments plan [--save]      # every stage run with predicted CPU time -> results/ipt/plan.{csv,md}
+    python -m ipt.experiments run [--workers 2]  # tune on dev (seed 1), then the reported runs; resumable
+
+Phases, in order (each skips runs whose record exists):
+1. ``tune_pt``: stage-1 prompt tuning with seed 1 on :data:`TUNE_TASKS` for each lr in :data:`PT_LR` ->
+   the lr with the best mean dev score (``results/ipt/choices.json``).
+2. ``prompts``: stage 1 on every task of the random split (it holds all tasks of every split), seed 2.
+3. ``tune_msf``: MSF seed 1 at d_I 5 for each alpha in :data:`ALPHA` (prompts of seed 2) -> best mean dev.
+4. ``tune_ist``: IST seed 1 (learned, d_I 5, the seed-1 MSF) on the tuning tasks for each lr in :data:`IST_LR`.
+5. ``msf``: the reported MSF runs: d_I sweep (seed 2), seeds 3-4 at d_I 5, training-task count, cls / non-cls.
+6. ``ist``: IST, learned and random subspace, for each of them (seen tasks: the first ``ist.max_train_tasks``).
+The seed that tunes (1) is never reported. Costs: the plan uses the throughput table
+(``results/bench/throughput.csv``: prompt tuning's row at the input's length, evaluation at length + prompt)
+and each stage's maximum steps, so it is an upper bound where early stopping cuts runs short.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from functools import lru_cache
+
+import pandas as pd
+
+from common.errors import UserError
+from common.paths import RESULTS_DIR
+from common.records import write_atomic
+
+log = logging.getLogger("ipt.experiments")
+OUT = RESULTS_DIR / "ipt"
+CHOICES = OUT / "choices.json"
+HEADLINE_D = 5
+D_SWEEP = [1, 5, 25, 100]
+SEEDS = [2, 3, 4]
+TUNE_SEED = 1
+PT_LR = [3e-3, 1e-2, 3e-2, 1e-1]
+ALPHA = [0.1, 1.0, 10.0]
+IST_LR = [3e-3, 1e-2, 3e-2, 1e-1]
+# Tuning tasks: the first 8 training tasks of the random split (fixed, any reasonable choice would do).
+N_TUNE_TASKS = 8
+IST_SEEN_TASKS = 10  # IST on the first 10 training tasks (and every unseen task): the budget's cut
+
+
+def _compose(overrides: list[str]) -> dict:
+    from ipt.bench import compose_ipt
+
+    return compose_ipt(overrides)
+
+
+def choices() -> dict:
+    return json.loads(CHOICES.read_text()) if CHOICES.is_file() else {}
+
+
+def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
+    """(phase, stage, overrides) of every run, in order; values not chosen yet use the config default."""
+    pt_lr = [f"pt.lr={chosen['pt_lr']}"] if "pt_lr" in chosen else []
+    alpha = [f"msf.alpha={chosen['alpha']}"] if "alpha" in chosen else []
+    ist_lr = [f"ist.lr={chosen['ist_lr']}"] if "ist_lr" in chosen else []
+    base = ["+split=random"]
+    tune_tasks = _tune_tasks()
+    runs = [("tune_pt", "prompt_tuning", base + [f"seed={TUNE_SEED}", f"pt.lr={lr}", f"tasks=[{tune_tasks}]"]) for lr in PT_LR]
+    runs.append(("prompts", "prompt_tuning", base + pt_lr + ["seed=2"]))
+    runs += [("tune_msf", "msf", base + pt_lr + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"msf.alpha={a}"])
+             for a in ALPHA]
+    runs += [("tune_ist", "ist", base + pt_lr + alpha + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"ist.lr={lr}",
+                                                         "ist.tasks=train", f"tasks=[{tune_tasks}]"]) for lr in IST_LR]
+    reported = [base + [f"intrinsic_dim={d}", "seed=2"] for d in D_SWEEP]
+    reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] for s in SEEDS[1:]]
+    reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"]
+                 for sp in ("random_20", "random_40", "random_60", "random_80", "cls", "noncls")]
+    runs += [("msf", "msf", r + pt_lr + alpha) for r in reported]
+    for r in reported:
+        seen = [f"ist.max_train_tasks={IST_SEEN_TASKS}"] if r[0] == "+split=random" else ["ist.tasks=test"]
+        runs += [("ist", "ist", r + pt_lr + alpha + ist_lr + seen + [f"subspace={sub}"]) for sub in ("learned", "random")]
+    return runs
+
+
+def _tune_tasks() -> str:
+    cfg = _compose(["+split=random"])
+    from common.data import resolve_data_dir
+    from ipt.splits import resolve_split
+
+    split = resolve_split(cfg["split"], resolve_data_dir(cfg["data"]["dir"]), True)
+    return ",".join(t.split("/", 1)[1] for t in split.train[:N_TUNE_TASKS])
+
+
+# ----------------------------------------------------------------------------- plan
+@lru_cache(maxsize=None)
+def _lengths(task: str, seed: int, data_dir: str | None, max_test: int | None, max_seq_len: int,
+             subsample_seed: int) -> dict[str, tuple[int, ...]]:
+    """Token lengths (MiniLM's tokenizer, as the throughput table) of a task's train / dev / test inputs."""
+    from common.data import load_examples, resolve_task
+    from common.models import load_tokenizer
+
+    spec, dd = resolve_task(task, data_dir)
+    tok = load_tokenizer("minilm")
+    out = {}
+    for role in ("train", "dev", "test"):
+        ex = load_examples(spec, role, dd, seed, max_test if role == "test" else None, subsample_seed)
+        out[role] = tuple(len(ids) for ids in tok([e["context"] for e in ex], truncation=True,
+                                                  max_length=max_seq_len)["input_ids"])
+    return out
+
+
+def _stage_tasks(stage: str, cfg: dict) -> list[tuple[str, str]]:
+    """(role, task) the stage touches: every task for stage 1, the split's for MSF, IST's jobs."""
+    from common.data import resolve_data_dir
+    from ipt import workbench as W
+    from ipt.ist import jobs
+    from ipt.splits import resolve_split
+
+    split = resolve_split(cfg["split"], resolve_data_dir(cfg["data"]["dir"]), True)
+    if stage == "prompt_tuning":
+        return [("pt", t) for t in W.select_tasks(cfg, split.train + split.test)]
+    if stage == "msf":
+        keep = set(W.select_tasks(cfg, split.train + split.test))
+        return [("train", t) for t in split.train if t in keep] + [("test", t) for t in split.test if t in keep]
+    return [tuple(j.split(":", 1)) for j in jobs(cfg, split.train, split.test)]
+
+
+def predict(stage: str, cfg: dict, tp, lengths) -> float:
+    """Upper-bound seconds of one stage invocation (maximum steps; one thread)."""
+    import numpy as np
+
+    P = cfg["prompt"]["len"]
+    tr = lambda L: tp.seconds("prompt_tuning", L, 1)[0]  # measured with a 20-token prompt
+    ev = lambda L: tp.seconds("full_ft", L + P, 1, train=False)[0]
+    total = 0.0
+    tasks = _stage_tasks(stage, cfg)
+    if stage == "msf":
+        s = cfg["msf"]
+        train_L = float(np.mean([np.mean(lengths(t, cfg["few_shot_seed"])["train"]) for r, t in tasks if r == "train"]))
+        n_evals = s["steps"] // s["eval_every"] + 1
+        total += s["steps"] * s["batch_size"] * tr(train_L)
+        for r, t in tasks:
+            L = lengths(t, cfg["few_shot_seed"])
+            total += (n_evals * sum(ev(x) for x in L["dev"]) if r == "train" else 0) + sum(ev(x) for x in L["test"])
+        return total + 30.0
+    s = cfg["pt" if stage == "prompt_tuning" else "ist"]
+    for r, t in tasks:
+        seed = cfg["ist_seed"] if stage == "ist" and r == "train" and cfg["ist"]["seen_data"] == "diff" else cfg["few_shot_seed"]
+        L = lengths(t, seed)
+        n_evals = s["steps"] // s["eval_every"] + 1
+        total += s["steps"] * s["batch_size"] * tr(float(np.mean(L["train"])))
+        total += n_evals * sum(ev(x) for x in L["dev"]) + sum(ev(x) for x in L["test"]) * (2 if stage == "prompt_tuning" else 1)
+        total += 12.0  # model load, tokenising, record
+    return total
+
+
+def plan_frame() -> pd.DataFrame:
+    from common.plan import Throughput
+
+    tp = Throughput()
+    rows = []
+    for phase, stage, ov in phases(choices()):
+        cfg = _compose(ov)
+
+        d = cfg["data"]
+
+        def lengths(task, seed, d=d):
+            return _lengths(task, seed, d["dir"], d["max_test"], d["max_seq_len"], d["subsample_seed"])
+
+        rows.append({"phase": phase, "stage": stage, "overrides": " ".join(ov), "tasks": len(_stage_tasks(stage, cfg)),
+                     "predicted_cpu_h": round(predict(stage, cfg, tp, lengths) / 3600, 3)})
+    return pd.DataFrame(rows)
+
+
+def plan_text(df: pd.DataFrame) -> str:
+    from common.plots import markdown
+
+    by = df.groupby("phase", sort=False).agg(invocations=("stage", "count"), task_runs=("tasks", "sum"),
+                                             predicted_cpu_h=("predicted_cpu_h", "sum")).reset_index()
+    by["predicted_cpu_h"] = by.predicted_cpu_h.round(2)
+    return "\n".join([
+        "# Plan: IPT at small (upper bound: maximum steps, no early stopping)", "",
+        (f"{len(df)} stage invocations, {df.tasks.sum()} task runs; {df.predicted_cpu_h.sum():.1f} CPU-h predicted "
+         f"({df.predicted_cpu_h.sum() / 2:.1f} h wall with two one-thread workers)."), "", markdown(by), ""])
+
+
+# ----------------------------------------------------------------------------- driver
+def _best(records: list[dict]) -> float:
+    return sum(r["final"]["dev"][r["primary_metric"]] for r in records) / len(records)
+
+
+ORDER = ["tune_pt", "prompts", "tune_msf", "tune_ist", "msf", "ist"]
+
+
+def run(workers: int) -> None:
+    """Every phase in :data:`ORDER`; after a tuning phase its choice is recorded, and the phases after it
+    are rebuilt with it."""
+    from ipt import ist, msf, prompt_tuning
+
+    stages = {"prompt_tuning": prompt_tuning, "msf": msf, "ist": ist}
+    for phase in ORDER:
+        for ph, stage, ov in phases(choices()):
+            if ph == phase:
+                log.info("%s: %s %s", phase, stage, " ".join(ov))
+                stages[stage].stage(_compose(ov + [f"workers={workers}"]))
+        if phase.startswith("tune"):
+            _choose(phase)
+
+
+def _key(phase: str) -> str:
+    return {"tune_pt": "pt_lr", "tune_msf": "alpha", "tune_ist": "ist_lr"}[phase]
+
+
+def _choose(phase: str) -> None:
+    """Record the dev-best value of a tuning phase in choices.json (ties: the first in grid order)."""
+    from common.aggregate import load_records
+    from ipt import workbench as W
+
+    got = choices()
+    if _key(phase) in got:
+        return
+    scores = {}
+    for _, stage, ov in (p for p in phases(got) if p[0] == phase):
+        cfg = _compose(ov)
+        recs = [r for r in load_records(W.record_dir(cfg, stage)) if _matches(r, cfg, stage)]
+        value = next(o.split("=", 1)[1] for o in ov if o.startswith(("pt.lr=", "msf.alpha=", "ist.lr=")))
+        if not recs:
+            raise UserError(f"{phase}: no records for {value}")
+        scores[value] = recs[0]["final"]["dev"]["mean_primary"] if stage == "msf" else _best(recs)
+    best = max(scores, key=scores.get)
+    got[_key(phase)] = float(best)
+    got[f"{_key(phase)}_dev_scores"] = scores
+    write_atomic(CHOICES, json.dumps(got, indent=1) + "\n")
+    log.info("%s: chose %s=%s (mean dev %s)", phase, _key(phase), best, scores)
+
+
+def _matches(rec: dict, cfg: dict, stage: str) -> bool:
+    """Whether a record is one of this invocation's runs (same config values where they matter)."""
+    from common.records import flatten
+
+    f, c = flatten(rec["config"]), flatten(cfg)
+    keys = ("pt.lr", "msf.alpha", "ist.lr", "seed", "intrinsic_dim", "split.name", "subspace")
+    return all(f.get(k) == c.get(k) for k in keys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["plan", "run"])
+    ap.add_argument("--save", action="store_true")
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if a.command == "plan":
+            df = plan_frame()
+            text = plan_text(df)
+            print(text)
+            if a.save:
+                from common.sweep import write_frame
+
+                write_frame(df, OUT / "plan.csv")
+                write_atomic(OUT / "plan.md", text)
+        else:
+            run(a.workers)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""IPT's tables and figures from its run records (results/records/ipt/): ``python -m ipt.plots``.
+
+Relative performance (the paper's): mean over tasks of score / PT score, PT = the task's stage-1 prompt
+on the same test examples. Beside it, chance-corrected: (score - zero-shot) / (PT - zero-shot), over the
+tasks where PT beats the zero-shot scorer (the others are listed in ``results/ipt/pt_floor.csv``, not
+hidden: on few-shot tasks PT can sit at the floor). Outputs in results/ipt/: ``scores.csv`` (every task
+score of every MSF / IST run, long format), ``pt_floor.csv``, ``settings.csv`` + ``settings.md`` (the five
+evaluation settings at the headline d_I), ``dim.png`` (relative performance vs d_I, learned vs random),
+``tasks.png`` (vs number of training tasks), ``cls_noncls.md``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.aggregate import load_records
+from common.paths import RECORDS_DIR, RESULTS_DIR
+from common.plots import markdown, mpl
+
+OUT = RESULTS_DIR / "ipt"
+HEADLINE_D = 5
+# Paper (v1 / later version): relative performance of IST at d_I 5 / 250 (paper_targets.md §1).
+PAPER = {("T_train-diff(IST)", 5): 87.0, ("T_test(IST)", 5): 65.0, ("T_train-diff(IST)", 250): 97.0,
+         ("T_test(IST)", 250): 83.0}
+
+
+def pt_frame(root: Path) -> pd.DataFrame:
+    """Stage-1 scores per task (seed 2 = the prompts MSF and IST use): PT and zero-shot on test."""
+    rows = []
+    for r in load_records(root / "prompt_tuning"):
+        m = r["primary_metric"]
+        rows.append({"task": r["task"], "seed": r["seed"], "lr": r["config"]["pt"]["lr"], "metric": m,
+                     "pt": r["final"]["test"][m], "zero_shot": r["final"]["zero_shot_test"][m],
+                     "pt_dev": r["final"]["dev"][m], "still_improving": r["still_improving"]})
+    return pd.DataFrame(rows)
+
+
+def score_frame(root: Path) -> pd.DataFrame:
+    """One row per (run, task) of MSF and IST: setting, d_I, split, subspace, seed, primary test score."""
+    rows = []
+    for r in load_records(root / "msf"):
+        c = r["config"]
+        for task, v in r["per_task"].items():
+            rows.append({"setting": f"T_{v['role']}(MSF)", "task": task, "split": c["split"]["name"],
+                         "d_I": c["intrinsic_dim"], "subspace": "learned", "seed": r["seed"],
+                         "score": v["test"][v["metric"]], "still_improving": r["still_improving"], "run_id": r["run_id"]})
+    for r in load_records(root / "ist"):
+        c = r["config"]
+        setting = "T_test(IST)" if r["role"] == "test" else \
+            ("T_train-diff(IST)" if c["ist"]["seen_data"] == "diff" else "T_train-same(IST)")
+        rows.append({"setting": setting, "task": r["task"], "split": c["split"]["name"], "d_I": r["intrinsic_dim"],
+                     "subspace": c["subspace"], "seed": r["seed"], "score": r["final"]["test"][r["primary_metric"]],
+                     "still_improving": r["still_improving"], "run_id": r["run_id"]})
+    return pd.DataFrame(rows)
+
+
+def relative(scores: pd.DataFrame, pt: pd.DataFrame, prompt_seed: int = 2) -> pd.DataFrame:
+    """``scores`` with ``rel`` = score / PT and ``rel_cc`` = (score - zero-shot) / (PT - zero-shot), both in %
+    (``rel_cc`` is NaN where PT does not beat zero-shot)."""
+    base = pt[pt.seed == prompt_seed].set_index("task")
+    out = scores[scores.task.isin(base.index)].copy()
+    p, z = out.task.map(base.pt), out.task.map(base.zero_shot)
+    out["pt"], out["zero_shot"] = p, z
+    out["rel"] = 100 * out.score / p.where(p > 0)
+    out["rel_cc"] = (100 * (out.score - z) / (p - z)).where(p > z)
+    return out
+
+
+def run_means(rel: pd.DataFrame) -> pd.DataFrame:
+    """Per run (setting, split, d_I, subspace, seed): mean relative performance over its tasks."""
+    keys = ["setting", "split", "d_I", "subspace", "seed"]
+    g = rel.groupby(keys)
+    return pd.DataFrame({"rel": g.rel.mean(), "rel_cc": g.rel_cc.mean(), "tasks": g.task.nunique(),
+                         "still_improving": g.still_improving.any()}).reset_index()
+
+
+def settings_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
+    """The evaluation settings at ``d`` on the random split: mean [min, max] over seeds, paper beside."""
+    m = means[(means.split == "random") & (means.d_I == d) & (means.subspace == "learned")]
+    rows = []
+    for setting, g in m.groupby("setting", sort=False):
+        rows.append({"setting": setting, "tasks": int(g.tasks.max()), "seeds": len(g),
+                     "relative %": _cell(g.rel), "chance-corrected %": _cell(g.rel_cc),
+                     f"paper d_I {d}": PAPER.get((setting, d), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan),
+                     "still improving": bool(g.still_improving.any())})
+    return pd.DataFrame(rows)
+
+
+def _cell(x: pd.Series) -> str:
+    x = x.dropna()
+    if x.empty:
+        return "—"
+    return f"{x.mean():.1f}" if len(x) == 1 else f"{x.mean():.1f} [{x.min():.1f}, {x.max():.1f}]"
+
+
+def dim_figure(means: pd.DataFrame, path: Path) -> None:
+    plt = mpl()
+    m = means[(means.split == "random") & means.setting.isin(["T_train-diff(IST)", "T_test(IST)"])]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, col, label in zip(axes, ("rel", "rel_cc"), ("score / PT (%)", "chance-corrected (%)")):
+        for (setting, sub), g in m.groupby(["setting", "subspace"]):
+            s = g.groupby("d_I")[col].agg(["mean", "min", "max"])
+            ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o",
+                        linestyle="-" if sub == "learned" else "--", label=f"{setting}, {sub}", capsize=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("intrinsic dimension d_I")
+        ax.set_ylabel(label)
+        ax.axhline(100, color="grey", lw=0.5)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("IST on MiniLM (small): relative performance vs d_I", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
+    plt = mpl()
+    n_train = {"random_20": 20, "random_40": 40, "random_60": 60, "random_80": 80, "random": 100}
+    m = means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")].copy()
+    m["n"] = m.split.map(n_train)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for sub, g in m.groupby("subspace"):
+        s = g.groupby("n")["rel"].mean()
+        ax.plot(s.index, s.values, marker="o", linestyle="-" if sub == "learned" else "--", label=sub)
+    ax.set_xlabel("training tasks in the paper's split (ours: those with options)")
+    ax.set_ylabel("unseen tasks: score / PT (%)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"IST, d_I {d}: more training tasks", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cls_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
+    m = means[means.split.isin(["cls", "noncls"]) & (means.d_I == d) & (means.setting == "T_test(IST)")]
+    rows = [{"training tasks": sp, "test tasks": "cls (8)", "transfer": "in-type" if sp == "cls" else "cross-type",
+             "subspace": sub, "relative %": _cell(g.rel), "chance-corrected %": _cell(g.rel_cc)}
+            for (sp, sub), g in m.groupby(["split", "subspace"])]
+    return pd.DataFrame(rows)
+
+
+def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
+    from common.records import write_atomic
+    from common.sweep import write_frame
+
+    pt = pt_frame(root)
+    if pt.empty:
+        print(f"no stage-1 records under {root}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    floor = pt.assign(beats_zero_shot=pt.pt > pt.zero_shot)
+    write_frame(floor, out / "pt_floor.csv")
+    scores = score_frame(root)
+    if scores.empty:
+        print("stage 1 only: wrote pt_floor.csv")
+        return 0
+    rel = relative(scores, pt)
+    write_frame(rel, out / "scores.csv")
+    means = run_means(rel)
+    table = settings_table(means)
+    write_frame(table, out / "settings.csv")
+    write_atomic(out / "settings.md", markdown(table) + "\n")
+    dim_figure(means, out / "dim.png")
+    tasks_figure(means, out / "tasks.png")
+    write_atomic(out / "cls_noncls.md", markdown(cls_table(means)) + "\n")
+    print(markdown(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
