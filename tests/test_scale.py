@@ -198,3 +198,28 @@ def test_calibration_table_puts_the_reference_beside_ours_and_judges_the_3_point
     t = calibration_table(cal, pd.DataFrame(rows("stsb", "pearson", [86.5])))
     assert "| rte (accuracy) | — | 58.0 [57.0, 59.0] | 68.8 | — | +10.8 | no |" in t  # published MiniLM-L6xH384
     assert "| stsb (pearson) | — | 85.0 [84.0, 86.0]† | — | 86.5 | +1.5 | yes |" in t  # our full-data run
+
+
+def test_pooling_report_joins_cls_runs_with_the_mean_sweeps_reported_runs(tmp_path):
+    import pandas as pd
+
+    from common.report import main
+
+    def rows(method, vals, role="report", task="stsb"):
+        return [{"task": task, "method": method, "seed": i + 2, "split": "test", "metric": "pearson", "value": v,
+                 "lr": 1e-4, "selected": True, "role": role, "still_improving": False, "run_id": f"{method}{i}{role}"}
+                for i, v in enumerate(vals)]
+
+    (tmp_path / "common").mkdir()
+    (tmp_path / "lora").mkdir()
+    pd.DataFrame(rows("full_ft", [80, 81, 82]) + rows("lora", [70, 71, 72])).to_csv(tmp_path / "common/pooling_cls.csv", index=False)
+    pd.DataFrame(rows("full_ft", [85, 86, 87]) + rows("full_ft", [99], role="tune")
+                 + rows("full_ft", [50], task="rte")).to_csv(tmp_path / "common/calibration.csv", index=False)
+    pd.DataFrame(rows("lora", [84, 84, 84]) + rows("bitfit", [1, 1, 1])).to_csv(tmp_path / "lora/glue.csv", index=False)
+    assert main(tmp_path) == 0
+    pool = pd.read_csv(tmp_path / "common/pooling.csv")
+    assert sorted(pool.groupby(["method", "pooling"]).size().items()) == [
+        (("full_ft", "cls"), 3), (("full_ft", "mean"), 3), (("lora", "cls"), 3), (("lora", "mean"), 3)]
+    table = (tmp_path / "common/pooling_table.md").read_text()
+    assert "| stsb | full_ft | 81.0 [80.0, 82.0] | 86.0 [85.0, 87.0] | +5.0 |" in table
+    assert "| stsb | lora | 71.0 [70.0, 72.0] | 84.0 [84.0, 84.0] | +13.0 |" in table
