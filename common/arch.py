@@ -6,6 +6,8 @@ its position limit, and hidden states computed from input embeddings.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -164,3 +166,63 @@ def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, pos
         return h[torch.arange(h.size(0), device=h.device), last]
     w = m.to(h.dtype).unsqueeze(-1)  # (B, L, 1)
     return (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, H)
+
+
+# ----------------------------------------------------------------------------- sub-layer weight names
+# The papers' names for a block's matrices: Wq, Wk, Wv, Wo in attention (LoRA, Hu et al. 2022, §4.2) and W1, W2
+# for the FFN (Vaswani et al.'s names). In encoder-decoder models a name covers self- and cross-attention.
+# LoRA adapts them; Houlsby / Pfeiffer adapters sit after Wo's and W2's outputs.
+WEIGHTS = ("Wq", "Wk", "Wv", "Wo", "W1", "W2")
+
+# Full-match regexes on module names, per family.
+SUBLAYERS: dict[str, dict[str, str]] = {
+    "bert": {"Wq": r".*attention\.self\.query", "Wk": r".*attention\.self\.key", "Wv": r".*attention\.self\.value",
+             "Wo": r".*attention\.output\.dense", "W1": r".*intermediate\.dense",
+             "W2": r".*layer\.\d+\.output\.dense"},
+    "bart": {"Wq": r".*(self_attn|encoder_attn)\.q_proj", "Wk": r".*(self_attn|encoder_attn)\.k_proj",
+             "Wv": r".*(self_attn|encoder_attn)\.v_proj", "Wo": r".*(self_attn|encoder_attn)\.out_proj",
+             "W1": r".*layers\.\d+\.fc1", "W2": r".*layers\.\d+\.fc2"},
+    "t5": {"Wq": r".*(SelfAttention|EncDecAttention)\.q", "Wk": r".*(SelfAttention|EncDecAttention)\.k",
+           "Wv": r".*(SelfAttention|EncDecAttention)\.v", "Wo": r".*(SelfAttention|EncDecAttention)\.o",
+           "W1": r".*DenseReluDense\.wi(_0|_1)?", "W2": r".*DenseReluDense\.wo"},
+    # after split_gpt2: c_attn.{q,k,v} are nn.Linear
+    "gpt2": {"Wq": r".*attn\.c_attn\.q", "Wk": r".*attn\.c_attn\.k", "Wv": r".*attn\.c_attn\.v",
+             "Wo": r".*attn\.c_proj", "W1": r".*mlp\.c_fc", "W2": r".*mlp\.c_proj"},
+}
+SUBLAYERS["roberta"] = SUBLAYERS["bert"]
+QKV = ("Wq", "Wk", "Wv")
+
+
+def linear_modules(model: nn.Module) -> list[str]:
+    """Names of the model's linear maps (nn.Linear and GPT-2's Conv1D), for error messages."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+
+
+def parse_weights(weights, who: str) -> list[str]:
+    """``["Wq", "Wv"]`` or ``"Wq,Wv"`` -> ``["Wq", "Wv"]`` (validated, de-duplicated, in WEIGHTS order)."""
+    items = [w.strip() for w in (weights.split(",") if isinstance(weights, str) else weights) if str(w).strip()]
+    if not items:
+        raise UserError(f"{who}: weights is empty; choose from {list(WEIGHTS)} (e.g. [Wq,Wv])")
+    canon = {w.lower(): w for w in WEIGHTS}
+    bad = [w for w in items if w.lower() not in canon]
+    if bad:
+        raise UserError(f"{who}: unknown weight name(s) {bad}; valid: {list(WEIGHTS)} "
+                        f"(Wq, Wk, Wv, Wo: attention; W1, W2: the FFN)")
+    got = {canon[w.lower()] for w in items}
+    return [w for w in WEIGHTS if w in got]
+
+
+def resolve_weights(model: nn.Module, weights: list[str], who: str) -> dict[str, list[str]]:
+    """``{weight name: [module names]}`` in ``model`` (nn.Linear or GPT-2's Conv1D); a name that matches
+    nothing is an error naming ``who`` (the method) and the model's linear modules."""
+    fam = family(model)
+    pats = SUBLAYERS[fam]
+    names = linear_modules(model)
+    out = {}
+    for w in weights:
+        hits = [n for n in names if re.fullmatch(pats[w], n)]
+        if not hits:
+            raise UserError(f"{who}: target {w} ({pats[w]!r}) matches no linear module of this {fam} model; "
+                            f"its linear modules: {linear_modules(model)[:12]}{' ...' if len(names) > 12 else ''}")
+        out[w] = hits
+    return out

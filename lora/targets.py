@@ -1,8 +1,4 @@
-"""The paper's weight names (Wq, Wk, Wv, Wo; W1, W2 for the FFN) -> each architecture's module names.
-
-LoRA (Hu et al. 2022, §4.2) names the adapted matrices by their role in the Transformer: ``Wq, Wk,
-Wv, Wo`` in attention; we add ``W1, W2`` for the FFN (Vaswani et al.'s names for its two matrices).
-In encoder-decoder models a name covers every attention module (self- and cross-attention).
+"""LoRA's targets: the paper's weight names (Wq, Wk, Wv, Wo; W1, W2 for the FFN; map in ``common.arch``).
 
 GPT-2 stores Wq, Wk and Wv as one fused ``Conv1D`` (``attn.c_attn``, output ``3H``); to adapt any
 subset of them with a rank-r update each (as the paper's code does with ``MergedLinear``),
@@ -17,61 +13,17 @@ import torch
 from torch import nn
 
 from common import arch
-from common.errors import UserError
 
-WEIGHTS = ("Wq", "Wk", "Wv", "Wo", "W1", "W2")
-
-# Full-match regexes on module names, per family.
-PATTERNS: dict[str, dict[str, str]] = {
-    "bert": {"Wq": r".*attention\.self\.query", "Wk": r".*attention\.self\.key", "Wv": r".*attention\.self\.value",
-             "Wo": r".*attention\.output\.dense", "W1": r".*intermediate\.dense",
-             "W2": r".*layer\.\d+\.output\.dense"},
-    "bart": {"Wq": r".*(self_attn|encoder_attn)\.q_proj", "Wk": r".*(self_attn|encoder_attn)\.k_proj",
-             "Wv": r".*(self_attn|encoder_attn)\.v_proj", "Wo": r".*(self_attn|encoder_attn)\.out_proj",
-             "W1": r".*layers\.\d+\.fc1", "W2": r".*layers\.\d+\.fc2"},
-    "t5": {"Wq": r".*(SelfAttention|EncDecAttention)\.q", "Wk": r".*(SelfAttention|EncDecAttention)\.k",
-           "Wv": r".*(SelfAttention|EncDecAttention)\.v", "Wo": r".*(SelfAttention|EncDecAttention)\.o",
-           "W1": r".*DenseReluDense\.wi(_0|_1)?", "W2": r".*DenseReluDense\.wo"},
-    # after split_gpt2: c_attn.{q,k,v} are nn.Linear
-    "gpt2": {"Wq": r".*attn\.c_attn\.q", "Wk": r".*attn\.c_attn\.k", "Wv": r".*attn\.c_attn\.v",
-             "Wo": r".*attn\.c_proj", "W1": r".*mlp\.c_fc", "W2": r".*mlp\.c_proj"},
-}
-PATTERNS["roberta"] = PATTERNS["bert"]
-QKV = ("Wq", "Wk", "Wv")
-
-
-def linear_modules(model: nn.Module) -> list[str]:
-    """Names of the model's linear maps (nn.Linear and GPT-2's Conv1D), for error messages."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+# The weight-name map (Wq ... W2 -> module names per architecture) lives in common.arch (adapters use it too).
+WEIGHTS, PATTERNS, QKV, linear_modules = arch.WEIGHTS, arch.SUBLAYERS, arch.QKV, arch.linear_modules
 
 
 def parse_weights(weights) -> list[str]:
-    """``["Wq", "Wv"]`` or ``"Wq,Wv"`` -> ``["Wq", "Wv"]`` (validated, de-duplicated, in WEIGHTS order)."""
-    items = [w.strip() for w in (weights.split(",") if isinstance(weights, str) else weights) if str(w).strip()]
-    if not items:
-        raise UserError(f"lora: weights is empty; choose from {list(WEIGHTS)} (e.g. [Wq,Wv])")
-    canon = {w.lower(): w for w in WEIGHTS}
-    bad = [w for w in items if w.lower() not in canon]
-    if bad:
-        raise UserError(f"lora: unknown weight name(s) {bad}; valid: {list(WEIGHTS)} "
-                        f"(Wq, Wk, Wv, Wo: attention; W1, W2: the FFN)")
-    got = {canon[w.lower()] for w in items}
-    return [w for w in WEIGHTS if w in got]
+    return arch.parse_weights(weights, who="lora")
 
 
 def resolve(model: nn.Module, weights: list[str]) -> dict[str, list[str]]:
-    """``{weight name: [module names]}`` in ``model``; a name that matches nothing is an error."""
-    fam = arch.family(model)
-    pats = PATTERNS[fam]
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    out = {}
-    for w in weights:
-        hits = [n for n in names if re.fullmatch(pats[w], n)]
-        if not hits:
-            raise UserError(f"lora: target {w} ({pats[w]!r}) matches no linear module of this {fam} model; "
-                            f"its linear modules: {linear_modules(model)[:12]}{' ...' if len(names) > 12 else ''}")
-        out[w] = hits
-    return out
+    return arch.resolve_weights(model, weights, who="lora")
 
 
 # ----------------------------------------------------------------------------- GPT-2's fused Conv1D

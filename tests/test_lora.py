@@ -277,3 +277,19 @@ def test_label_smoothing_recomputed_loss_matches_the_models_own():
         torch.testing.assert_close(model(b)["loss"], own, rtol=1e-5, atol=1e-5)
         model.label_smoothing = 0.1
         assert not torch.allclose(model(b)["loss"], own)
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-roberta", "tiny-bart", "tiny-t5", "tiny-gpt2"])
+def test_sublayer_map_finds_wo_and_w2_in_every_family_unsplit(name):
+    """common.arch's map serves adapters too: Wo and W2 resolve on stock models (GPT-2: its Conv1D)."""
+    from common import arch
+    from common.models import load_backbone
+
+    model = load_backbone(name)
+    found = arch.resolve_weights(model, ["Wo", "W2"], who="adapter")
+    blocks = len(arch.layers(model))
+    assert len(found["W2"]) == blocks  # one FFN output per block
+    cross = sum(n.endswith(("encoder_attn", "EncDecAttention")) for n, _ in model.named_modules())  # decoder blocks
+    assert len(found["Wo"]) == blocks + cross  # self-attention in every block, cross-attention in decoder blocks
+    with pytest.raises(UserError, match="adapter: unknown weight"):
+        arch.parse_weights(["Wx"], who="adapter")
