@@ -1,0 +1,49 @@
+"""AdapterFusion (Pfeiffer et al. 2021, §3.2, https://arxiv.org/abs/2005.00247): per layer, attention over the
+outputs of N frozen adapters. WORK IN PROGRESS (branch wip/adapter-fusion): modules only, not registered yet.
+
+At layer l, with the query q = the FFN sub-layer's output after the block's LayerNorm (Pfeiffer placement) and
+each adapter's output a_n = A_n(q):
+    s_n = softmax_n( (q W_Q) . (a_n W_K) )       # score dropout before the softmax
+    o   = sum_n s_n (a_n W_V)                     # dynamic; static: sum_n s_n a_n (no W_V)
+and the block's output LN(z + o) (post-LN) or z + o (pre-LN), as for a single Pfeiffer adapter. W_V starts at
+the identity with 1e-6 off the diagonal; the loss adds 0.01 * ||I - W_V||^2 per layer (§3.2).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+V_OFF_DIAGONAL = 1e-6
+
+
+class FusionLayer(nn.Module):
+    """Attention of one position's query over N adapter outputs: q (B, L, d), a (B, L, N, d) -> (B, L, d)."""
+
+    def __init__(self, d: int, dynamic: bool = True, score_dropout: float = 0.1):
+        super().__init__()
+        self.query, self.key = nn.Linear(d, d), nn.Linear(d, d)
+        for lin in (self.query, self.key):
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+        self.value = nn.Linear(d, d, bias=False) if dynamic else None
+        if self.value is not None:
+            with torch.no_grad():
+                self.value.weight.copy_(torch.full((d, d), V_OFF_DIAGONAL).fill_diagonal_(1.0))
+        self.dropout = nn.Dropout(score_dropout)
+        self.last_weights: torch.Tensor | None = None  # (B, L, N), kept when return_weights is set
+        self.return_weights = False
+
+    def forward(self, q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("bld,blnd->bln", self.query(q), self.key(a))  # (B, L, N)
+        w = torch.softmax(self.dropout(scores), dim=-1)  # (B, L, N), sums to 1 over adapters
+        if self.return_weights:
+            self.last_weights = w.detach()
+        v = self.value(a) if self.value is not None else a  # (B, L, N, d)
+        return torch.einsum("bln,blnd->bld", w, v)  # (B, L, d)
+
+    def regularization(self) -> torch.Tensor:
+        """||I - W_V||^2 (zero for static fusion)."""
+        if self.value is None:
+            return self.query.weight.new_zeros(())
+        eye = torch.eye(self.value.weight.size(0), device=self.value.weight.device)
+        return (eye - self.value.weight).pow(2).sum()
