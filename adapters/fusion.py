@@ -47,3 +47,47 @@ class FusionLayer(nn.Module):
             return self.query.weight.new_zeros(())
         eye = torch.eye(self.value.weight.size(0), device=self.value.weight.device)
         return (eye - self.value.weight).pow(2).sum()
+
+
+# ----------------------------------------------------------------------------- in the model (Pfeiffer placement)
+from adapters.methods import Adapter, AdapterConfig, _ffn_layernorms, _set, _Wrapper, bottleneck  # noqa: E402
+from common import arch  # noqa: E402
+
+
+class FusedAroundLayerNorm(_Wrapper):
+    """Post-LN block: ``LN(z) -> LN(z + Fuse(q, [A_n(q)]))`` with ``q = LN(z)`` (one Pfeiffer adapter per task)."""
+
+    inner_name = "ln"
+
+    def __init__(self, ln: nn.Module, adapters: list[Adapter], fusion: FusionLayer):
+        super().__init__()
+        self.ln, self.adapters, self.fusion = ln, nn.ModuleList(adapters), fusion
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        q = self.ln(z)  # (B, L, d)
+        a = torch.stack([ad(q) for ad in self.adapters], dim=2)  # (B, L, N, d)
+        return self.ln(z + self.fusion(q, a))
+
+
+def add_fusion(backbone: nn.Module, states: list[dict[str, torch.Tensor]], cfg: AdapterConfig,
+               dynamic: bool = True, score_dropout: float = 0.1) -> list[FusionLayer]:
+    """Fuse N trained Pfeiffer adapters. ``states[n]`` maps ``<LayerNorm module name>.adapter.<param>`` (as
+    ``save_trainable`` writes them, ``backbone.`` prefix removed) to tensors; adapters are frozen, fusion trains."""
+    if not states:
+        raise ValueError("fusion needs at least one adapter")
+    if arch.family(backbone) not in ("bert", "roberta", "bart"):
+        raise NotImplementedError("fusion in pre-LN blocks (T5, GPT-2) is not wired yet")
+    d = arch.hidden_size(backbone)
+    m = bottleneck(cfg, d)
+    layers = []
+    for name in _ffn_layernorms(backbone):
+        adapters = []
+        for st in states:
+            a = Adapter(d, m, cfg.non_linearity, "zero_up")
+            a.load_state_dict({k[len(name) + len(".adapter."):]: v for k, v in st.items()
+                               if k.startswith(name + ".adapter.")})
+            adapters.append(a.requires_grad_(False))
+        fusion = FusionLayer(d, dynamic, score_dropout)
+        _set(backbone, name, FusedAroundLayerNorm(backbone.get_submodule(name), adapters, fusion))
+        layers.append(fusion)
+    return layers

@@ -25,3 +25,27 @@ def test_fusion_over_one_adapter_with_identity_value_is_that_adapter():
 def test_static_fusion_has_no_value_matrix():
     f = FusionLayer(8, dynamic=False)
     assert f.value is None and f.regularization().item() == 0.0
+
+
+def test_fusion_of_one_adapter_with_identity_value_equals_the_adapter_alone_in_the_model():
+    from adapters.fusion import add_fusion
+    from adapters.methods import AdapterConfig
+    from common.methods import attach_method
+    from common.models import build_task_model
+
+    torch.manual_seed(0)
+    cfg = {"name": "adapter", "config": "pfeiffer", "reduction_factor": 4, "init": "bert"}
+    single, tok = build_task_model("tiny-bert", "classification", 2)
+    attach_method(single, cfg)
+    state = {k[len("backbone."):]: v for k, v in single.state_dict().items() if ".adapter." in k}
+    fused, _ = build_task_model("tiny-bert", "classification", 2)
+    fused.head.load_state_dict(single.head.state_dict())
+    layers = add_fusion(fused.backbone, [state], AdapterConfig(**{k: v for k, v in cfg.items() if k != "name"}))
+    with torch.no_grad():
+        for f in layers:
+            f.value.weight.copy_(torch.eye(f.value.weight.size(0)))
+    enc = tok(["a cat sat", "dogs bark loudly"], padding=True, return_tensors="pt")
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    single.eval(), fused.eval()
+    with torch.no_grad():
+        assert torch.allclose(single(batch)["logits"], fused(batch)["logits"], atol=1e-6)
