@@ -91,3 +91,56 @@ def add_fusion(backbone: nn.Module, states: list[dict[str, torch.Tensor]], cfg: 
         _set(backbone, name, FusedAroundLayerNorm(backbone.get_submodule(name), adapters, fusion))
         layers.append(fusion)
     return layers
+
+
+# ----------------------------------------------------------------------------- the method
+import json  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from common.errors import UserError  # noqa: E402
+from common.methods import MethodConfig, register_method, train_only  # noqa: E402
+
+
+@dataclass
+class AdapterFusionConfig(MethodConfig):
+    name: str = "adapter_fusion"
+    lr: float = 5e-5  # AdapterFusion's fusion lr (§4.1)
+    adapters: list[str] = field(default_factory=list)  # checkpoint folders of trained Pfeiffer adapters (ST-A runs)
+    fusion: str = "dynamic"  # dynamic (with W_V) | static (without)
+    reg_weight: float = 0.01  # weight of ||I - W_V||^2 per layer (§3.2)
+    score_dropout: float = 0.1
+
+
+def load_adapter_state(folder: str) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
+    """A trained adapter's tensors (``backbone.`` removed) and its config, from a ``save_trainable`` folder."""
+    from safetensors.torch import load_file
+
+    f = Path(folder)
+    if not (f / "trainable.safetensors").is_file() or not (f / "method.json").is_file():
+        raise UserError(f"adapter_fusion: no trained adapter in {f} (expected trainable.safetensors and method.json "
+                        f"written by a method=adapter run with trainer.save_checkpoint=true)")
+    meta = json.loads((f / "method.json").read_text())
+    if meta.get("name") != "adapter" or meta.get("config") != "pfeiffer":
+        raise UserError(f"adapter_fusion: {f} holds a {meta.get('name')}/{meta.get('config')} run; fusion takes "
+                        f"Pfeiffer adapters (method=adapter method.config=pfeiffer)")
+    state = {k[len("backbone."):]: v for k, v in load_file(str(f / "trainable.safetensors")).items()
+             if k.startswith("backbone.") and ".adapter." in k}
+    return state, AdapterConfig(**{k: v for k, v in meta.items() if k != "name"})
+
+
+@register_method("adapter_fusion", AdapterFusionConfig)
+def attach_adapter_fusion(model, cfg: AdapterFusionConfig) -> None:
+    """Frozen backbone and adapters; fusion layers and a fresh head train; the V regulariser joins the loss."""
+    if not cfg.adapters:
+        raise UserError("adapter_fusion: method.adapters is empty; name at least one trained adapter's folder")
+    if cfg.fusion not in ("dynamic", "static"):
+        raise UserError(f"adapter_fusion: fusion={cfg.fusion!r}; valid: dynamic, static")
+    loaded = [load_adapter_state(a) for a in cfg.adapters]
+    shapes = {(c.reduction_factor, c.size, c.non_linearity) for _, c in loaded}
+    if len(shapes) > 1:
+        raise UserError(f"adapter_fusion: the adapters differ in shape {sorted(map(str, shapes))}; fuse adapters of one config")
+    train_only(model, lambda n, p: False)
+    layers = add_fusion(model.backbone, [s for s, _ in loaded], loaded[0][1], cfg.fusion == "dynamic", cfg.score_dropout)
+    if cfg.fusion == "dynamic" and cfg.reg_weight:
+        model.aux_losses.append(lambda: cfg.reg_weight * sum(f.regularization() for f in layers))
