@@ -157,6 +157,7 @@ class TaskModel(nn.Module):
         self.input_transform: nn.Module | None = None
         self.position_offset = 0  # set by methods whose prefixes shift the input's positions (P-Tuning v2)
         self.label_smoothing = 0.0  # of every cross-entropy loss; the trainer sets it from trainer.label_smoothing
+        self.aux_losses: list = []  # methods' extra loss terms (callables -> scalar), added in training (fusion's V regulariser)
         H = arch.hidden_size(backbone)
         self.dropout = nn.Dropout(dropout)
         if task_type == "generation":
@@ -178,6 +179,12 @@ class TaskModel(nn.Module):
         return new, new_mask, new.size(1) - embeds.size(1)
 
     def forward(self, batch: dict) -> dict:
+        out = self._forward(batch)
+        if self.aux_losses and self.training and out["loss"] is not None:
+            out["loss"] = out["loss"] + sum(f() for f in self.aux_losses)
+        return out
+
+    def _forward(self, batch: dict) -> dict:
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch.get("labels")
         embeds, mask, P = self.embed(ids, mask)
         t = self.task_type

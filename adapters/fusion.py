@@ -1,0 +1,146 @@
+"""AdapterFusion (Pfeiffer et al. 2021, §3.2, https://arxiv.org/abs/2005.00247): per layer, attention over the
+outputs of N frozen adapters. WORK IN PROGRESS (branch wip/adapter-fusion): modules only, not registered yet.
+
+At layer l, with the query q = the FFN sub-layer's output after the block's LayerNorm (Pfeiffer placement) and
+each adapter's output a_n = A_n(q):
+    s_n = softmax_n( (q W_Q) . (a_n W_K) )       # score dropout before the softmax
+    o   = sum_n s_n (a_n W_V)                     # dynamic; static: sum_n s_n a_n (no W_V)
+and the block's output LN(z + o) (post-LN) or z + o (pre-LN), as for a single Pfeiffer adapter. W_V starts at
+the identity with 1e-6 off the diagonal; the loss adds 0.01 * ||I - W_V||^2 per layer (§3.2).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+V_OFF_DIAGONAL = 1e-6
+
+
+class FusionLayer(nn.Module):
+    """Attention of one position's query over N adapter outputs: q (B, L, d), a (B, L, N, d) -> (B, L, d)."""
+
+    def __init__(self, d: int, dynamic: bool = True, score_dropout: float = 0.1):
+        super().__init__()
+        self.query, self.key = nn.Linear(d, d), nn.Linear(d, d)
+        for lin in (self.query, self.key):
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+        self.value = nn.Linear(d, d, bias=False) if dynamic else None
+        if self.value is not None:
+            with torch.no_grad():
+                self.value.weight.copy_(torch.full((d, d), V_OFF_DIAGONAL).fill_diagonal_(1.0))
+        self.dropout = nn.Dropout(score_dropout)
+        self.last_weights: torch.Tensor | None = None  # (B, L, N), kept when return_weights is set
+        self.return_weights = False
+
+    def forward(self, q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("bld,blnd->bln", self.query(q), self.key(a))  # (B, L, N)
+        w = torch.softmax(self.dropout(scores), dim=-1)  # (B, L, N), sums to 1 over adapters
+        if self.return_weights:
+            self.last_weights = w.detach()
+        v = self.value(a) if self.value is not None else a  # (B, L, N, d)
+        return torch.einsum("bln,blnd->bld", w, v)  # (B, L, d)
+
+    def regularization(self) -> torch.Tensor:
+        """||I - W_V||^2 (zero for static fusion)."""
+        if self.value is None:
+            return self.query.weight.new_zeros(())
+        eye = torch.eye(self.value.weight.size(0), device=self.value.weight.device)
+        return (eye - self.value.weight).pow(2).sum()
+
+
+# ----------------------------------------------------------------------------- in the model (Pfeiffer placement)
+from adapters.methods import Adapter, AdapterConfig, _ffn_layernorms, _set, _Wrapper, bottleneck  # noqa: E402
+from common import arch  # noqa: E402
+
+
+class FusedAroundLayerNorm(_Wrapper):
+    """Post-LN block: ``LN(z) -> LN(z + Fuse(q, [A_n(q)]))`` with ``q = LN(z)`` (one Pfeiffer adapter per task)."""
+
+    inner_name = "ln"
+
+    def __init__(self, ln: nn.Module, adapters: list[Adapter], fusion: FusionLayer):
+        super().__init__()
+        self.ln, self.adapters, self.fusion = ln, nn.ModuleList(adapters), fusion
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        q = self.ln(z)  # (B, L, d)
+        a = torch.stack([ad(q) for ad in self.adapters], dim=2)  # (B, L, N, d)
+        return self.ln(z + self.fusion(q, a))
+
+
+def add_fusion(backbone: nn.Module, states: list[dict[str, torch.Tensor]], cfg: AdapterConfig,
+               dynamic: bool = True, score_dropout: float = 0.1) -> list[FusionLayer]:
+    """Fuse N trained Pfeiffer adapters. ``states[n]`` maps ``<LayerNorm module name>.adapter.<param>`` (as
+    ``save_trainable`` writes them, ``backbone.`` prefix removed) to tensors; adapters are frozen, fusion trains."""
+    if not states:
+        raise ValueError("fusion needs at least one adapter")
+    if arch.family(backbone) not in ("bert", "roberta", "bart"):
+        raise NotImplementedError("fusion in pre-LN blocks (T5, GPT-2) is not wired yet")
+    d = arch.hidden_size(backbone)
+    m = bottleneck(cfg, d)
+    layers = []
+    for name in _ffn_layernorms(backbone):
+        adapters = []
+        for st in states:
+            a = Adapter(d, m, cfg.non_linearity, "zero_up")
+            a.load_state_dict({k[len(name) + len(".adapter."):]: v for k, v in st.items()
+                               if k.startswith(name + ".adapter.")})
+            adapters.append(a.requires_grad_(False))
+        fusion = FusionLayer(d, dynamic, score_dropout)
+        _set(backbone, name, FusedAroundLayerNorm(backbone.get_submodule(name), adapters, fusion))
+        layers.append(fusion)
+    return layers
+
+
+# ----------------------------------------------------------------------------- the method
+import json  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from common.errors import UserError  # noqa: E402
+from common.methods import MethodConfig, register_method, train_only  # noqa: E402
+
+
+@dataclass
+class AdapterFusionConfig(MethodConfig):
+    name: str = "adapter_fusion"
+    lr: float = 5e-5  # AdapterFusion's fusion lr (§4.1)
+    adapters: list[str] = field(default_factory=list)  # checkpoint folders of trained Pfeiffer adapters (ST-A runs)
+    fusion: str = "dynamic"  # dynamic (with W_V) | static (without)
+    reg_weight: float = 0.01  # weight of ||I - W_V||^2 per layer (§3.2)
+    score_dropout: float = 0.1
+
+
+def load_adapter_state(folder: str) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
+    """A trained adapter's tensors (``backbone.`` removed) and its config, from a ``save_trainable`` folder."""
+    from safetensors.torch import load_file
+
+    f = Path(folder)
+    if not (f / "trainable.safetensors").is_file() or not (f / "method.json").is_file():
+        raise UserError(f"adapter_fusion: no trained adapter in {f} (expected trainable.safetensors and method.json "
+                        f"written by a method=adapter run with trainer.save_checkpoint=true)")
+    meta = json.loads((f / "method.json").read_text())
+    if meta.get("name") != "adapter" or meta.get("config") != "pfeiffer":
+        raise UserError(f"adapter_fusion: {f} holds a {meta.get('name')}/{meta.get('config')} run; fusion takes "
+                        f"Pfeiffer adapters (method=adapter method.config=pfeiffer)")
+    state = {k[len("backbone."):]: v for k, v in load_file(str(f / "trainable.safetensors")).items()
+             if k.startswith("backbone.") and ".adapter." in k}
+    return state, AdapterConfig(**{k: v for k, v in meta.items() if k != "name"})
+
+
+@register_method("adapter_fusion", AdapterFusionConfig)
+def attach_adapter_fusion(model, cfg: AdapterFusionConfig) -> None:
+    """Frozen backbone and adapters; fusion layers and a fresh head train; the V regulariser joins the loss."""
+    if not cfg.adapters:
+        raise UserError("adapter_fusion: method.adapters is empty; name at least one trained adapter's folder")
+    if cfg.fusion not in ("dynamic", "static"):
+        raise UserError(f"adapter_fusion: fusion={cfg.fusion!r}; valid: dynamic, static")
+    loaded = [load_adapter_state(a) for a in cfg.adapters]
+    shapes = {(c.reduction_factor, c.size, c.non_linearity) for _, c in loaded}
+    if len(shapes) > 1:
+        raise UserError(f"adapter_fusion: the adapters differ in shape {sorted(map(str, shapes))}; fuse adapters of one config")
+    train_only(model, lambda n, p: False)
+    layers = add_fusion(model.backbone, [s for s, _ in loaded], loaded[0][1], cfg.fusion == "dynamic", cfg.score_dropout)
+    if cfg.fusion == "dynamic" and cfg.reg_weight:
+        model.aux_losses.append(lambda: cfg.reg_weight * sum(f.regularization() for f in layers))
