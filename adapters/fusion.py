@@ -1,5 +1,5 @@
 """AdapterFusion (Pfeiffer et al. 2021, §3.2, https://arxiv.org/abs/2005.00247): per layer, attention over the
-outputs of N frozen adapters. WORK IN PROGRESS (branch wip/adapter-fusion): modules only, not registered yet.
+outputs of N frozen adapters (``method=adapter_fusion``; post-LN models for now).
 
 At layer l, with the query q = the FFN sub-layer's output after the block's LayerNorm (Pfeiffer placement) and
 each adapter's output a_n = A_n(q):
@@ -10,8 +10,24 @@ the identity with 1e-6 off the diagonal; the loss adds 0.01 * ||I - W_V||^2 per 
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from adapters.methods import (
+    Adapter,
+    AdapterConfig,
+    _ffn_layernorms,
+    _set,
+    _Wrapper,
+    bottleneck,
+)
+from common import arch
+from common.errors import UserError
+from common.methods import MethodConfig, register_method, train_only
 
 V_OFF_DIAGONAL = 1e-6
 
@@ -50,8 +66,6 @@ class FusionLayer(nn.Module):
 
 
 # ----------------------------------------------------------------------------- in the model (Pfeiffer placement)
-from adapters.methods import Adapter, AdapterConfig, _ffn_layernorms, _set, _Wrapper, bottleneck  # noqa: E402
-from common import arch  # noqa: E402
 
 
 class FusedAroundLayerNorm(_Wrapper):
@@ -94,12 +108,6 @@ def add_fusion(backbone: nn.Module, states: list[dict[str, torch.Tensor]], cfg: 
 
 
 # ----------------------------------------------------------------------------- the method
-import json  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from common.errors import UserError  # noqa: E402
-from common.methods import MethodConfig, register_method, train_only  # noqa: E402
 
 
 @dataclass

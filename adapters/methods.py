@@ -199,4 +199,4 @@ def attach_adapter(model: TaskModel, cfg: AdapterConfig) -> None:
         for p in model.backbone.parameters():
             if id(p) in ln:
                 p.requires_grad_(True)
-from . import fusion as _fusion  # noqa: E402,F401  (registers method=adapter_fusion)
+from . import fusion as _fusion
