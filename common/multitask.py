@@ -44,6 +44,11 @@ class StageConfig:
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
 
+    @classmethod
+    def of(cls, section: dict) -> "StageConfig":
+        """The budget part of a stage's config section (its own extras, e.g. MSF's alpha, are left out)."""
+        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass
 class TaskData:

@@ -86,7 +86,7 @@ def tune_task(cfg: dict, job: str) -> dict:
     task = W.load_task(cfg, scorer, task_name, data_seed)
     set_seed(cfg["seed"])
     v = IntrinsicVector(cfg["intrinsic_dim"])
-    stage_cfg = StageConfig(**{k: v_ for k, v_ in cfg["ist"].items() if k in StageConfig.__dataclass_fields__})
+    stage_cfg = StageConfig.of(cfg["ist"])
     out = fit_multitask(torch.nn.ModuleDict({"scorer": scorer, "decoder": decoder, "v": v}), {"v": v.v}, [task],
                         lambda t, b: scorer.loss(t, b, decoder(v())),
                         lambda t, items: W.scores(scorer, t, items, decoder(v())), stage_cfg, cfg["seed"])

@@ -74,7 +74,7 @@ def stage(cfg: dict) -> dict:
         rec = ae(target)  # (P, H)
         return scorer.loss(task, batch, rec) + alpha * F.mse_loss(rec, target)
 
-    stage_cfg = StageConfig(**{k: v for k, v in cfg["msf"].items() if k != "alpha"})
+    stage_cfg = StageConfig.of(cfg["msf"])
     out = fit_multitask(model, dict(ae.named_parameters()), train, loss_fn,
                         lambda t, items: W.scores(scorer, t, items, ae(prompts[t.name])), stage_cfg, cfg["seed"])
     model.eval()

@@ -35,7 +35,7 @@ def tune_task(cfg: dict, task_name: str) -> dict:
     prompt = nn.Parameter(W.init_prompt(scorer, cfg["prompt"]["len"], cfg["prompt"]["init"], cfg["seed"]))
     zero = {"zero_shot_dev": W.scores(scorer, task, task.dev, None), "zero_shot_test": W.scores(scorer, task, task.test, None)}
     out = fit_multitask(scorer, {"prompt": prompt}, [task], lambda t, b: scorer.loss(t, b, prompt),
-                        lambda t, items: W.scores(scorer, t, items, prompt), StageConfig(**cfg["pt"]), cfg["seed"])
+                        lambda t, items: W.scores(scorer, t, items, prompt), StageConfig.of(cfg["pt"]), cfg["seed"])
     test = W.scores(scorer, task, task.test, prompt.detach())
     save_tensors({"prompt": prompt}, path.with_suffix(".safetensors"))  # before the record: a record implies its prompt
     body = {"task": task_name, "task_type": "multiple_choice" if scorer.needs_options else "text_to_text",
