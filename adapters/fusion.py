@@ -1,5 +1,5 @@
 """AdapterFusion (Pfeiffer et al. 2021, §3.2, https://arxiv.org/abs/2005.00247): per layer, attention over the
-outputs of N frozen adapters (``method=adapter_fusion``; post-LN models for now).
+outputs of N frozen adapters (``method=adapter_fusion``).
 
 At layer l, with the query q = the FFN sub-layer's output after the block's LayerNorm (Pfeiffer placement) and
 each adapter's output a_n = A_n(q):
@@ -7,12 +7,19 @@ each adapter's output a_n = A_n(q):
     o   = sum_n s_n (a_n W_V)                     # dynamic; static: sum_n s_n a_n (no W_V)
 and the block's output LN(z + o) (post-LN) or z + o (pre-LN), as for a single Pfeiffer adapter. W_V starts at
 the identity with 1e-6 off the diagonal; the loss adds 0.01 * ||I - W_V||^2 per layer (§3.2).
+
+``method.adapters`` names the adapters by task (``[rte, mrpc, sst2]``: the best-dev checkpoint of that task and
+seed among the runs of experiment ``method.adapters_from``, written with ``trainer.save_checkpoint=true``) or
+by checkpoint folder.
+
+    python -m common.train task=rte method=adapter_fusion method.adapters=[rte,mrpc,sst2] seed=2
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -25,7 +32,7 @@ from adapters.methods import (
     _Wrapper,
     bottleneck,
 )
-from common import arch
+from common import arch, paths
 from common.errors import UserError
 from common.methods import MethodConfig, register_method, train_only
 
@@ -83,28 +90,73 @@ class FusedAroundLayerNorm(_Wrapper):
         return self.ln(z + self.fusion(q, a))
 
 
+class FusedAfterBlock(_Wrapper):
+    """Pre-LN block (T5, GPT-2): the block's output ``z -> z + Fuse(z, [A_n(z)])`` (as :class:`AfterBlock`)."""
+
+    inner_name = "block"
+
+    def __init__(self, block: nn.Module, adapters: list[Adapter], fusion: FusionLayer):
+        super().__init__()
+        self.block, self.adapters, self.fusion = block, nn.ModuleList(adapters), fusion
+
+    def _fuse(self, z: torch.Tensor) -> torch.Tensor:
+        a = torch.stack([ad(z) for ad in self.adapters], dim=2)  # (B, L, N, d)
+        return z + self.fusion(z, a)
+
+    def forward(self, *args, **kwargs):
+        out = self.block(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (self._fuse(out[0]), *out[1:])
+        return self._fuse(out)
+
+
+def _adapter_sites(backbone: nn.Module) -> list[tuple[str, type]]:
+    """Where a Pfeiffer adapter sits (as :func:`add_adapters` places it), with the fused wrapper for that place."""
+    if arch.family(backbone) in ("bert", "roberta", "bart"):
+        return [(n, FusedAroundLayerNorm) for n in _ffn_layernorms(backbone)]
+    ids = {id(b): n for n, b in backbone.named_modules()}
+    return [(ids[id(b)], FusedAfterBlock) for b in arch.layers(backbone)]
+
+
 def add_fusion(backbone: nn.Module, states: list[dict[str, torch.Tensor]], cfg: AdapterConfig,
                dynamic: bool = True, score_dropout: float = 0.1) -> list[FusionLayer]:
     """Fuse N trained Pfeiffer adapters. ``states[n]`` maps ``<LayerNorm module name>.adapter.<param>`` (as
     ``save_trainable`` writes them, ``backbone.`` prefix removed) to tensors; adapters are frozen, fusion trains."""
     if not states:
-        raise ValueError("fusion needs at least one adapter")
-    if arch.family(backbone) not in ("bert", "roberta", "bart"):
-        raise NotImplementedError("fusion in pre-LN blocks (T5, GPT-2) is not wired yet")
+        raise UserError("adapter_fusion: fusion needs at least one adapter")
     d = arch.hidden_size(backbone)
     m = bottleneck(cfg, d)
     layers = []
-    for name in _ffn_layernorms(backbone):
+    for name, wrapper in _adapter_sites(backbone):
         adapters = []
-        for st in states:
+        for i, st in enumerate(states):
+            own = {k[len(name) + len(".adapter."):]: v for k, v in st.items() if k.startswith(name + ".adapter.")}
+            if not own:
+                raise UserError(f"adapter_fusion: adapter {i} has no weights for {name} (was it trained on this model?)")
             a = Adapter(d, m, cfg.non_linearity, "zero_up")
-            a.load_state_dict({k[len(name) + len(".adapter."):]: v for k, v in st.items()
-                               if k.startswith(name + ".adapter.")})
+            a.load_state_dict(own)
             adapters.append(a.requires_grad_(False))
         fusion = FusionLayer(d, dynamic, score_dropout)
-        _set(backbone, name, FusedAroundLayerNorm(backbone.get_submodule(name), adapters, fusion))
+        _set(backbone, name, wrapper(backbone.get_submodule(name), adapters, fusion))
         layers.append(fusion)
     return layers
+
+
+@torch.no_grad()
+def fusion_weights(model: nn.Module, batch: dict) -> list[torch.Tensor]:
+    """Each fusion layer's attention over the adapters for ``batch``, input to output: a (B, L, N) tensor
+    per layer (AdapterFusion Fig. 5; a list because encoder and decoder layers see different lengths)."""
+    layers = [m for m in model.modules() if isinstance(m, FusionLayer)]
+    if not layers:
+        raise UserError("the model has no fusion layers (method=adapter_fusion)")
+    for f in layers:
+        f.return_weights = True
+    try:
+        model(batch)
+        return [f.last_weights for f in layers]
+    finally:
+        for f in layers:
+            f.return_weights, f.last_weights = False, None
 
 
 # ----------------------------------------------------------------------------- the method
@@ -114,10 +166,33 @@ def add_fusion(backbone: nn.Module, states: list[dict[str, torch.Tensor]], cfg: 
 class AdapterFusionConfig(MethodConfig):
     name: str = "adapter_fusion"
     lr: float = 5e-5  # AdapterFusion's fusion lr (§4.1)
-    adapters: list[str] = field(default_factory=list)  # checkpoint folders of trained Pfeiffer adapters (ST-A runs)
+    adapters: list[str] = field(default_factory=list)  # task names (found in adapters_from's runs) or checkpoint folders
+    adapters_from: str = "adapters_st"  # the experiment whose saved runs hold the named adapters (ST-A or MT-A)
+    adapter_seed: Optional[int] = None  # whose adapters: that seed's runs (the yaml sets the run's own seed)
     fusion: str = "dynamic"  # dynamic (with W_V) | static (without)
     reg_weight: float = 0.01  # weight of ||I - W_V||^2 per layer (§3.2)
     score_dropout: float = 0.1
+
+
+def find_adapter(ref: str, experiment: str, seed: Optional[int]) -> Path:
+    """The checkpoint folder ``ref`` names: a folder as given, or a task name looked up among the saved runs
+    (``<scratch>/checkpoints/*/run.json``) of ``experiment`` with ``seed``, best dev score first."""
+    if Path(ref).expanduser().is_dir():
+        return Path(ref).expanduser()
+    root = paths.SCRATCH_DIR / "checkpoints"
+    runs = []
+    for f in sorted(root.glob("*/run.json")):
+        info = json.loads(f.read_text())
+        if info.get("experiment") == experiment and info.get("task") == ref and (seed is None or info.get("seed") == seed):
+            runs.append((info.get("dev") if info.get("dev") is not None else -float("inf"), f.parent))
+    if not runs:
+        have = sorted({json.loads(f.read_text()).get("task") for f in root.glob("*/run.json")
+                       if json.loads(f.read_text()).get("experiment") == experiment})
+        raise UserError(f"adapter_fusion: {ref!r} is neither a checkpoint folder nor a task with a saved adapter (seed "
+                        f"{seed}) among the runs of experiment {experiment!r} in {root}; tasks saved there: "
+                        f"{', '.join(map(str, have)) or 'none'}. Train it first (method=adapter with "
+                        f"trainer.save_checkpoint=true) or give a checkpoint folder.")
+    return max(runs, key=lambda r: r[0])[1]  # several runs (an lr grid): the best on dev
 
 
 def load_adapter_state(folder: str) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
@@ -144,7 +219,7 @@ def attach_adapter_fusion(model, cfg: AdapterFusionConfig) -> None:
         raise UserError("adapter_fusion: method.adapters is empty; name at least one trained adapter's folder")
     if cfg.fusion not in ("dynamic", "static"):
         raise UserError(f"adapter_fusion: fusion={cfg.fusion!r}; valid: dynamic, static")
-    loaded = [load_adapter_state(a) for a in cfg.adapters]
+    loaded = [load_adapter_state(find_adapter(a, cfg.adapters_from, cfg.adapter_seed)) for a in cfg.adapters]
     shapes = {(c.reduction_factor, c.size, c.non_linearity) for _, c in loaded}
     if len(shapes) > 1:
         raise UserError(f"adapter_fusion: the adapters differ in shape {sorted(map(str, shapes))}; fuse adapters of one config")

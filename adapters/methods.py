@@ -23,6 +23,7 @@ Init ``houlsby`` (default): both projections truncated normal N(0, 1e-2) in ±2 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -155,12 +156,14 @@ def check_options(cfg: AdapterConfig) -> None:
             raise UserError(f"adapter: {key}={value!r}; valid: {', '.join(valid)}")
 
 
-def add_adapters(backbone: nn.Module, cfg: AdapterConfig) -> list[Adapter]:
-    """Insert ``cfg``'s adapters into ``backbone`` in place; returns them (input to output order)."""
+def add_adapters(backbone: nn.Module, cfg: AdapterConfig,
+                 make: Optional[Callable[[int, int], nn.Module]] = None) -> list[nn.Module]:
+    """Insert ``cfg``'s adapters into ``backbone`` in place; returns them (input to output order).
+    ``make(d, m)`` builds what sits at each place (default: one :class:`Adapter`; MT-A: one per task)."""
     check_options(cfg)
     d = arch.hidden_size(backbone)
     m = bottleneck(cfg, d)
-    new = lambda: Adapter(d, m, cfg.non_linearity, cfg.init)
+    new = (lambda: make(d, m)) if make is not None else (lambda: Adapter(d, m, cfg.non_linearity, cfg.init))
     added = []
     if cfg.config == "houlsby":
         found = arch.resolve_weights(backbone, ["Wo", "W2"], who="adapter")
@@ -199,4 +202,6 @@ def attach_adapter(model: TaskModel, cfg: AdapterConfig) -> None:
         for p in model.backbone.parameters():
             if id(p) in ln:
                 p.requires_grad_(True)
-from . import fusion as _fusion
+
+# registers method=adapter_fusion; at the end because fusion imports this module's names
+from . import fusion as _fusion  # noqa: F401

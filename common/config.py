@@ -104,6 +104,9 @@ class RunConfig:
     records_dir: Optional[str] = None  # null = results/records
     force: bool = False  # re-run even if a completed record exists
     sweep: SweepConfig = field(default_factory=SweepConfig)  # the experiment's sweep (drivers read it)
+    # multi-task drivers' settings (adapters.mta: tasks, steps, eval_every, patience, train_backbone); empty
+    # for single-task runs, so it stays out of their identity
+    multitask: Dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:

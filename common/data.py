@@ -25,6 +25,9 @@ from .tasks import CROSSFIT_SEEDS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 HOLDOUT_FRACTION, HOLDOUT_MAX = 0.1, 1000  # dev carved from train: 10 %, at most 1000 rows
+# A labelled pool (a CrossFit test file) split three ways: test 20 % (at most 1000), dev 10 % (at most 500),
+# train the rest; test and dev stay the same size whatever the train budget.
+POOL_TEST, POOL_DEV = (0.2, 1000), (0.1, 500)
 
 
 # ----------------------------------------------------------------------------- raw rows
@@ -47,15 +50,28 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def carve(rows: list, part: str | None) -> list:
-    """Split ``rows`` into a fixed held-out part and the rest (same partition every time)."""
+    """Split ``rows`` into a fixed held-out part and the rest (same partition every time); ``pool_*``
+    parts split a labelled pool three ways (:data:`POOL_TEST` / :data:`POOL_DEV`, the rest train)."""
     if part is None:
         return rows
+    if part.startswith("pool_"):
+        return _carve_pool(rows, part)
     n_hold = min(HOLDOUT_MAX, max(1, round(HOLDOUT_FRACTION * len(rows))))
     perm = list(range(len(rows)))
     random.Random(0).shuffle(perm)  # seed fixed on purpose: the partition is part of the task definition
     hold = set(perm[:n_hold])
     keep = (lambda i: i in hold) if part == "holdout" else (lambda i: i not in hold)
     return [r for i, r in enumerate(rows) if keep(i)]
+
+
+def _carve_pool(rows: list, part: str) -> list:
+    n_test = min(POOL_TEST[1], round(POOL_TEST[0] * len(rows)))
+    n_dev = min(POOL_DEV[1], round(POOL_DEV[0] * len(rows)))
+    perm = list(range(len(rows)))
+    random.Random(0).shuffle(perm)  # fixed: the partition is part of the task definition
+    take = {"pool_test": perm[:n_test], "pool_dev": perm[n_test:n_test + n_dev],
+            "pool_train": perm[n_test + n_dev:]}[part]
+    return [rows[i] for i in sorted(take)]
 
 
 def _carve_grouped(examples: list[dict], part: str | None, key: str) -> list[dict]:

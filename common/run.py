@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,29 @@ log = logging.getLogger(__name__)
 def prepare(cfg: dict):
     """Everything up to training: (spec, model, tokenizer, splits, param counts). Raises UserError early."""
     method_cfg = to_config(cfg["method"])
+    spec, splits = load_splits(cfg)
+    set_seed(cfg["seed"])  # before the head and the method's parameters are initialised
+    model, tok = build_task_model(cfg["model"]["name"], spec.task_type, spec.num_labels, cfg["model"]["hub_id"],
+                                  dropout=cfg["model"]["dropout"], pooling=cfg["model"]["pooling"])
+    if spec.task_type == "regression":
+        model.set_target_stats([e["label"] for e in splits["train"]])
+    params = attach_method(model, method_cfg, cfg["data"]["max_seq_len"])
+    return spec, model, tok, tokenize_splits(cfg, spec, splits, tok, model.kind), params, method_cfg
+
+
+def checkpoint_dir(run_id: str) -> Path:
+    return SCRATCH_DIR / "checkpoints" / run_id
+
+
+def write_run_info(folder: Path, cfg: dict, run_id: str, spec, dev: dict) -> None:
+    """``run.json`` beside a checkpoint: what it is, so later stages find it by task and seed (AdapterFusion)."""
+    records.write_atomic(folder / "run.json", json.dumps(
+        {"run_id": run_id, "paper": cfg["paper"], "experiment": cfg["experiment"], "task": spec.name,
+         "seed": cfg["seed"], "primary_metric": spec.primary_metric, "dev": dev.get(spec.primary_metric)}, indent=1))
+
+
+def load_splits(cfg: dict):
+    """(spec, {role: examples}) of the config's task at its data budget (test only when evaluated)."""
     spec, data_dir = resolve_task(cfg["task"]["name"], cfg["data"]["dir"])
     d = cfg["data"]
     splits = {}
@@ -35,18 +59,17 @@ def prepare(cfg: dict):
             continue
         n = {"train": d["max_train"], "dev": d["max_dev"], "test": d["max_test"]}[role]
         splits[role] = load_examples(spec, role, data_dir, cfg["task"]["few_shot_seed"], n, d["subsample_seed"])
-    set_seed(cfg["seed"])  # before the head and the method's parameters are initialised
-    model, tok = build_task_model(cfg["model"]["name"], spec.task_type, spec.num_labels, cfg["model"]["hub_id"],
-                                  dropout=cfg["model"]["dropout"], pooling=cfg["model"]["pooling"])
-    if spec.task_type == "regression":
-        model.set_target_stats([e["label"] for e in splits["train"]])
-    params = attach_method(model, method_cfg, d["max_seq_len"])
+    return spec, splits
+
+
+def tokenize_splits(cfg: dict, spec, splits: dict, tok, kind: str) -> dict:
+    d = cfg["data"]
     args = DataArgs(max_seq_len=d["max_seq_len"], target_len=d["target_len"])
     items = {}
     for role, examples in splits.items():
         key = f"{spec.name}/{role}/{cfg['task']['few_shot_seed']}" if d["cache"] else None
-        items[role] = tokenize(examples, spec, tok, model.kind, args, cache_key=key)
-    return spec, model, tok, items, params, method_cfg
+        items[role] = tokenize(examples, spec, tok, kind, args, cache_key=key)
+    return items
 
 
 def run(cfg: dict) -> dict:
@@ -70,7 +93,8 @@ def run(cfg: dict) -> dict:
         prepare_inference(model, method_cfg)  # test metrics come from the deployable form (LoRA: merged)
         final["test"] = evaluate(model, items["test"], spec, tok, tcfg, device)
     if tc["save_checkpoint"]:
-        save_trainable(model, SCRATCH_DIR / "checkpoints" / path.stem, method_cfg)
+        folder = save_trainable(model, checkpoint_dir(path.stem), method_cfg).parent
+        write_run_info(folder, cfg, path.stem, spec, out["best"]["dev"])
     record = {
         "run_id": path.stem,
         "status": "completed",

@@ -45,6 +45,12 @@ def compose(overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+def task_overrides(name: str) -> list[str]:
+    """A task by name: its config file, or (``crossfit/<t>``, ``pool/<t>``: discovered in the mirror) the
+    generic CrossFit one with the name set."""
+    return ["task=crossfit", f"task.name={name}"] if "/" in name else [f"task={name}"]
+
+
 def driver_overrides(records_dir: Path, jobs: int, smoke: bool) -> list[str]:
     """Overrides every driver adds: where records go, quiet progress, one thread per parallel worker."""
     threads = "1" if jobs > 1 else "null"  # two 1-thread runs beat one 2-thread run on 2 cores
@@ -177,7 +183,7 @@ class Sweep:
 
     def _compose(self, cell: Cell, seed: int, lr: float) -> dict:
         per_method = self.spec["method_overrides"].get(cell.method, {})
-        ov = [*self.extra, f"task={cell.task}", f"method={cell.method}" if self.spec["methods"] else None,
+        ov = [*self.extra, *task_overrides(cell.task), f"method={cell.method}" if self.spec["methods"] else None,
               *(override(k, v) for k, v in per_method.items()),
               *(override(k, v) for k, v in cell.setting.items()), f"seed={seed}", f"method.lr={lr}"]
         return compose([o for o in ov if o])

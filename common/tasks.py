@@ -24,6 +24,7 @@ from .errors import UserError
 
 TASK_TYPES = ("classification", "regression", "token_classification", "multiple_choice", "generation")
 CROSSFIT_PREFIX = "crossfit/"
+POOL_PREFIX = "pool/"  # a CrossFit task's labelled test file used as a pool: split into train / dev / test
 CROSSFIT_SEEDS = (13, 21, 42, 87, 100)
 CONLL_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 
@@ -142,9 +143,7 @@ def _super_glue(name, task_type, fields, fmt, labels, metrics, folder=None, grou
 
 _ENT = ("entailment", "not_entailment")
 _FIXED: dict[str, TaskSpec] = {t.name: t for t in [
-    _glue("sst2", "classification", ("sentence",), ("negative", "positive"), ("accuracy",),
-          note="The local mirror's SST-2 sentences are a Vietnamese machine translation of GLUE SST-2 "
-               "(labels unchanged); English SST-2 sentences exist only in crossfit/glue-sst2."),
+    _glue("sst2", "classification", ("sentence",), ("negative", "positive"), ("accuracy",)),
     _glue("cola", "classification", ("sentence",), ("unacceptable", "acceptable"), ("mcc", "accuracy")),
     _glue("rte", "classification", ("sentence1", "sentence2"), _ENT, ("accuracy",)),
     _glue("mrpc", "classification", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
@@ -209,6 +208,30 @@ def crossfit_spec(task: str, folder: Path) -> TaskSpec:
                     note="" if listed else "metric chosen by rule (task not in IPT's list)")
 
 
+def pool_spec(task: str, folder: Path) -> TaskSpec:
+    """``pool/<task>``: a CrossFit task's test file as a labelled pool, split once into train / dev / test
+    (:func:`common.data.carve`). A fixed option set (NLI, yes/no) is classification over those labels, else
+    multiple choice (option scoring)."""
+    test = folder / f"{task}_test.jsonl"
+    if not test.is_file():
+        raise UserError(f"pool/{task}: no labelled pool {test.name} in {folder}")
+    option_sets = set()
+    with test.open() as fh:
+        for line in fh:
+            if line.strip():
+                option_sets.add(tuple(json.loads(line).get("options") or ()))
+    if option_sets == {()}:
+        raise UserError(f"pool/{task}: the rows have no options; pools take classification / multiple-choice tasks")
+    splits = {r: Split(f"{task}_test.jsonl", None, f"pool_{r}") for r in ("train", "dev", "test")}
+    if len(option_sets) == 1:
+        labels = next(iter(option_sets))
+        fmt = lambda r: {"text_a": r["input"], "text_b": None, "label": labels.index(r["output"])}  # noqa: E731
+        return TaskSpec(POOL_PREFIX + task, "pool", "classification", f"crossfit/{task}", None, None, splits, fmt,
+                        labels, ("accuracy", "macro_f1"), text_fields=("input",))
+    return TaskSpec(POOL_PREFIX + task, "pool", "multiple_choice", f"crossfit/{task}", None, None, splits,
+                    _crossfit_mc, None, ("accuracy",), text_fields=("input", "options"))
+
+
 def crossfit_tasks(data_dir: Path | str) -> list[str]:
     """CrossFit tasks found in the mirror (discovered, not hard-coded)."""
     root = Path(data_dir) / "crossfit" if not isinstance(data_dir, str) or data_dir != "hub" else None
@@ -245,6 +268,13 @@ def get_task(name: str, data_dir: Path | str | None = None) -> TaskSpec:
         if not folder.is_dir():
             raise _unknown_task(name, data_dir)
         return crossfit_spec(task, folder)
+    if name.startswith(POOL_PREFIX):
+        task = name[len(POOL_PREFIX):]
+        folder = Path(data_dir) / "crossfit" / task if data_dir not in (None, "hub") else None
+        if folder is None or not folder.is_dir():
+            raise UserError(f"unknown pool {name!r}: pools are CrossFit tasks' test files in a local mirror, "
+                            f"named pool/<crossfit task> (e.g. pool/glue-mnli, pool/scitail)")
+        return pool_spec(task, folder)
     raise _unknown_task(name, data_dir)
 
 

@@ -4,11 +4,27 @@ import random
 
 import pytest
 
-from common.data import (Collator, LengthBucketSampler, carve, load_examples, load_raw, padding_fraction,
-                         read_jsonl, subsample, tokenize, DataArgs)
+from common.data import (
+    Collator,
+    DataArgs,
+    LengthBucketSampler,
+    carve,
+    load_examples,
+    load_raw,
+    padding_fraction,
+    read_jsonl,
+    subsample,
+    tokenize,
+)
 from common.errors import UserError
 from common.paths import resolve_data_dir
-from common.tasks import CROSSFIT_SEEDS, TASK_TYPES, crossfit_tasks, get_task, task_names
+from common.tasks import (
+    CROSSFIT_SEEDS,
+    TASK_TYPES,
+    crossfit_tasks,
+    get_task,
+    task_names,
+)
 
 FIXED = [n for n in task_names() if not n.startswith("crossfit/")]
 
@@ -146,3 +162,25 @@ def test_sst2_mirror_is_english_glue_and_mrpc_dev_is_glues(mirror, tokenizer):
     # GLUE's validation sentence 0, in the hub's order
     assert load_raw(spec, "test", mirror)[0]["sentence"].startswith("it 's a charming and often affecting journey")
     assert len(load_raw(get_task("mrpc", mirror), "test", mirror)) == 408
+
+
+def test_pool_tasks_split_a_crossfit_test_file_three_ways_disjointly_and_the_same_every_time():
+    from common.data import POOL_DEV, POOL_TEST, load_examples
+    from common.paths import DEFAULT_MIRROR
+    from common.tasks import get_task
+
+    if not DEFAULT_MIRROR.is_dir():
+        pytest.skip("no data mirror beside the repository")
+    for name, kind in (("pool/sick", "classification"), ("pool/commonsense_qa", "multiple_choice")):
+        spec = get_task(name, DEFAULT_MIRROR)
+        assert spec.task_type == kind
+        parts = {r: load_examples(spec, r, DEFAULT_MIRROR) for r in ("train", "dev", "test")}
+        key = (lambda e: (e["text_a"], e["label"])) if kind == "classification" else (lambda e: (e["context"], tuple(e["options"])))
+        keys = {r: [key(e) for e in ex] for r, ex in parts.items()}
+        n = sum(map(len, keys.values()))
+        assert len(keys["test"]) == min(POOL_TEST[1], round(POOL_TEST[0] * n))
+        assert len(keys["dev"]) == min(POOL_DEV[1], round(POOL_DEV[0] * n))
+        assert not set(keys["train"]) & set(keys["test"]) and not set(keys["dev"]) & set(keys["test"])
+        assert keys["test"] == [key(e) for e in load_examples(spec, "test", DEFAULT_MIRROR)]
+    with pytest.raises(UserError, match="unknown pool"):
+        get_task("pool/no_such_task", DEFAULT_MIRROR)

@@ -1,0 +1,186 @@
+"""MT-A: multi-task adapters (AdapterFusion, Pfeiffer et al. 2021, §2.2, https://arxiv.org/abs/2005.00247).
+
+One Pfeiffer adapter and one head per task, all trained jointly in one run on batches that mix the tasks
+(each batch holds one task's examples and runs that task's adapter; tasks' shares of the steps follow their
+training-set sizes, :func:`common.multitask.interleaved_batches`). ``multitask.train_backbone`` decides whether
+the shared backbone is updated as well (recorded; default false: the backbone stays frozen, as in ST-A, so
+the per-task adapters can be fused afterwards exactly like ST-A ones). Model selection: the tasks' mean
+primary dev score. Each task gets a run record (experiment ``adapters_mt``) and, with a frozen backbone, a
+checkpoint in ST-A's format that ``method=adapter_fusion method.adapters_from=adapters_mt`` finds by name.
+
+    python -m adapters.mta experiment=adapters_mt seed=2                  # the experiment's task list
+    python -m adapters.mta experiment=adapters_mt "multitask.tasks=[rte,mrpc]" scale=smoke model=tiny-bert
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+import torch
+from torch import nn
+
+from common import records
+from common.data import Collator
+from common.errors import UserError
+from common.methods import count_params, to_config, trainable_state
+from common.models import TaskModel, load_backbone, load_tokenizer
+from common.multitask import StageConfig, TaskData, fit_multitask, save_tensors
+from common.run import checkpoint_dir, load_splits, tokenize_splits, write_run_info
+from common.trainer import TrainerConfig, evaluate, set_seed
+
+from .methods import Adapter, AdapterConfig, add_adapters
+
+log = logging.getLogger(__name__)
+
+
+class TaskSwitch(nn.Module):
+    """One adapter per task at one place in the backbone; ``active`` (a task index) picks whose runs."""
+
+    def __init__(self, adapters: list[Adapter]):
+        super().__init__()
+        self.adapters = nn.ModuleList(adapters)
+        self.active = 0
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.adapters[self.active](h)
+
+
+def _st_a_name(name: str, i: int) -> str | None:
+    """Task ``i``'s tensor under its ST-A name (``...adapter.adapters.<i>.down.weight`` -> ``...adapter.down.weight``);
+    None for another task's tensor."""
+    m = re.fullmatch(r"(.*\.adapter)\.adapters\.(\d+)\.(.*)", name)
+    if m is None:
+        return name
+    return f"{m.group(1)}.{m.group(3)}" if int(m.group(2)) == i else None
+
+
+def task_configs(cfg: dict, overrides: list[str]) -> dict[str, dict]:
+    """Each task's own composed config (its data budget, its metric) with the run's overrides."""
+    from common.sweep import compose, task_overrides
+
+    tasks = cfg["multitask"].get("tasks") or []
+    if len(tasks) < 2:
+        raise UserError(f"MT-A needs at least two tasks in multitask.tasks, got {tasks}")
+    rest = [o for o in overrides if not o.startswith(("task=", "task.name="))]
+    return {t: compose([*rest, *task_overrides(t)]) for t in tasks}
+
+
+def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
+    """Train the tasks' adapters jointly; write one record (and, backbone frozen, one checkpoint) per task."""
+    t0, started = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    mt = cfg["multitask"]
+    method = to_config(cfg["method"])
+    if not isinstance(method, AdapterConfig) or method.config != "pfeiffer":
+        raise UserError("MT-A trains Pfeiffer adapters: use method=adapter method.config=pfeiffer")
+    paths = {t: records.record_path(c) for t, c in cfgs.items()}
+    if not cfg.get("force") and all(records.is_complete(p) for p in paths.values()):
+        log.info("MT-A: every task's record exists (force=true to re-run)")
+        return [json.loads(p.read_text()) for p in paths.values()]
+    if cfg["trainer"]["num_threads"]:
+        torch.set_num_threads(cfg["trainer"]["num_threads"])
+    names = list(cfgs)
+    loaded = {t: load_splits(c) for t, c in cfgs.items()}  # fails early on a bad task name or data dir
+    set_seed(cfg["seed"])
+    tok = load_tokenizer(cfg["model"]["name"], cfg["model"]["hub_id"])
+    backbone = load_backbone(cfg["model"]["name"], cfg["model"]["hub_id"], tok)
+    for p in backbone.parameters():
+        p.requires_grad_(bool(mt.get("train_backbone")))
+    switches = add_adapters(backbone, method, make=lambda d, m: TaskSwitch(
+        [Adapter(d, m, method.non_linearity, method.init) for _ in names]))
+    models, data = {}, []
+    for t in names:
+        spec, splits = loaded[t]
+        m = TaskModel(backbone, spec.task_type, spec.num_labels, cfg["model"]["dropout"], cfg["model"]["pooling"])
+        if spec.task_type == "regression":
+            m.set_target_stats([e["label"] for e in splits["train"]])
+        items = tokenize_splits(cfgs[t], spec, splits, tok, m.kind)
+        models[t] = m
+        data.append(TaskData(t, spec.primary_metric, items["train"], items["dev"], items.get("test", []),
+                             extra={"spec": spec, "collate": Collator(tok.pad_token_id, spec.task_type)}))
+    tcfg = TrainerConfig(**cfg["trainer"])
+    joint = _Joint(models)
+    unique = {n: p for n, p in joint.named_parameters() if p.requires_grad}  # shared tensors once each
+
+    def activate(task: str) -> TaskModel:
+        for s in switches:
+            s.active = names.index(task)
+        return models[task]
+
+    def loss_fn(task: TaskData, batch: list[dict]) -> torch.Tensor:
+        model = activate(task.name)
+        model.label_smoothing = tcfg.label_smoothing
+        return model(task.extra["collate"](batch))["loss"]
+
+    def evaluate_fn(task: TaskData, items: list[dict]) -> dict[str, float]:
+        return evaluate(activate(task.name), items, task.extra["spec"], tok, tcfg, torch.device("cpu"))
+
+    steps = mt.get("steps") or sum(math.ceil(len(d.train) / tcfg.batch_size) * tcfg.epochs for d in data)
+    stage = StageConfig(lr=method.lr, steps=steps, batch_size=tcfg.batch_size, eval_every=mt["eval_every"],
+                        patience=mt.get("patience"), warmup_ratio=tcfg.warmup_ratio, weight_decay=tcfg.weight_decay,
+                        max_grad_norm=tcfg.max_grad_norm, eval_batch_size=tcfg.eval_batch_size)
+    out = fit_multitask(joint, unique, data, loss_fn, evaluate_fn, stage, cfg["seed"])
+    n_train, n_total = count_params(joint)
+    recs = []
+    for i, task in enumerate(data):
+        model = activate(task.name)
+        final = {"dev": out["best"]["dev"][task.name]}
+        if task.test:
+            final["test"] = evaluate_fn(task, task.test)
+        rid = paths[task.name].stem
+        if not mt.get("train_backbone"):  # ST-A's format: fusion loads these like single-task adapters
+            state = {k2: v for k, v in trainable_state(model).items() if (k2 := _st_a_name(k, i)) is not None}
+            folder = checkpoint_dir(rid)
+            save_tensors(state, folder / "trainable.safetensors")
+            (folder / "method.json").write_text(json.dumps(asdict(method), indent=1))
+            write_run_info(folder, cfgs[task.name], rid, task.extra["spec"], final["dev"])
+        rec = {"run_id": rid, "status": "completed", "paper": cfg["paper"], "experiment": cfg["experiment"],
+               "task": task.name, "task_type": task.extra["spec"].task_type, "method": "adapter_mta",
+               "model": cfg["model"]["name"], "seed": cfg["seed"], "scale": cfg["scale"],
+               "primary_metric": task.primary_metric, "config": {k: v for k, v in cfgs[task.name].items() if k != "sweep"},
+               "git": records.git_state(), "environment": records.environment(), "device": "cpu",
+               "data_sizes": {"train": len(task.train), "dev": len(task.dev), "test": len(task.test)},
+               "trainable_params": n_train, "total_params": n_total,
+               "multitask": {"tasks": names, "train_backbone": bool(mt.get("train_backbone")), "steps": out["steps"],
+                             "best_step": out["best"]["step"], "mean_dev": out["best"]["score"]},
+               "steps": out["steps"], "best": {"step": out["best"]["step"]},
+               "still_improving": out["still_improving"], "stopped_early": out["stopped_early"],
+               "history": out["history"], "final": final, "pooling": model.pooling,
+               "wall_time_s": round(time.time() - t0, 2), "started_at": started,
+               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        records.write_record(paths[task.name], rec)
+        recs.append(rec)
+    return recs
+
+
+class _Joint(nn.Module):
+    """The task models as one module (shared backbone counted once), for fit_multitask's checks and counts."""
+
+    def __init__(self, models: dict[str, TaskModel]):
+        super().__init__()
+        self.models = nn.ModuleList(models.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.sweep import compose
+
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = compose(overrides)
+        recs = run_mta(cfg, task_configs(cfg, overrides))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in recs:
+        print(f"{r['task']}: dev {r['final']['dev']} test {r['final'].get('test')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
