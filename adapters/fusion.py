@@ -9,7 +9,7 @@ and the block's output LN(z + o) (post-LN) or z + o (pre-LN), as for a single Pf
 the identity with 1e-6 off the diagonal; the loss adds 0.01 * ||I - W_V||^2 per layer (§3.2).
 
 ``method.adapters`` names the adapters by task (``[rte, mrpc, sst2]``: the best-dev checkpoint of that task and
-seed among the runs of experiment ``method.adapters_from``, written with ``trainer.save_checkpoint=true``) or
+seed among the runs of the experiments ``method.adapters_from``, written with ``trainer.save_checkpoint=true``) or
 by checkpoint folder.
 
     python -m common.train task=rte method=adapter_fusion method.adapters=[rte,mrpc,sst2] seed=2
@@ -167,29 +167,31 @@ class AdapterFusionConfig(MethodConfig):
     name: str = "adapter_fusion"
     lr: float = 5e-5  # AdapterFusion's fusion lr (§4.1)
     adapters: list[str] = field(default_factory=list)  # task names (found in adapters_from's runs) or checkpoint folders
-    adapters_from: str = "adapters_st"  # the experiment whose saved runs hold the named adapters (ST-A or MT-A)
+    # the experiment(s) whose saved runs hold the named adapters (ST-A: adapters_st + adapters_src; MT-A: adapters_mt)
+    adapters_from: list[str] = field(default_factory=lambda: ["adapters_st", "adapters_src"])
     adapter_seed: Optional[int] = None  # whose adapters: that seed's runs (the yaml sets the run's own seed)
     fusion: str = "dynamic"  # dynamic (with W_V) | static (without)
     reg_weight: float = 0.01  # weight of ||I - W_V||^2 per layer (§3.2)
     score_dropout: float = 0.1
 
 
-def find_adapter(ref: str, experiment: str, seed: Optional[int]) -> Path:
+def find_adapter(ref: str, experiment: str | list[str], seed: Optional[int]) -> Path:
     """The checkpoint folder ``ref`` names: a folder as given, or a task name looked up among the saved runs
-    (``<scratch>/checkpoints/*/run.json``) of ``experiment`` with ``seed``, best dev score first."""
+    (``<scratch>/checkpoints/*/run.json``) of ``experiment`` (one or several) with ``seed``, best dev first."""
     if Path(ref).expanduser().is_dir():
         return Path(ref).expanduser()
+    experiments = [experiment] if isinstance(experiment, str) else list(experiment)
     root = paths.SCRATCH_DIR / "checkpoints"
     runs = []
     for f in sorted(root.glob("*/run.json")):
         info = json.loads(f.read_text())
-        if info.get("experiment") == experiment and info.get("task") == ref and (seed is None or info.get("seed") == seed):
+        if info.get("experiment") in experiments and info.get("task") == ref and (seed is None or info.get("seed") == seed):
             runs.append((info.get("dev") if info.get("dev") is not None else -float("inf"), f.parent))
     if not runs:
         have = sorted({json.loads(f.read_text()).get("task") for f in root.glob("*/run.json")
-                       if json.loads(f.read_text()).get("experiment") == experiment})
+                       if json.loads(f.read_text()).get("experiment") in experiments})
         raise UserError(f"adapter_fusion: {ref!r} is neither a checkpoint folder nor a task with a saved adapter (seed "
-                        f"{seed}) among the runs of experiment {experiment!r} in {root}; tasks saved there: "
+                        f"{seed}) among the runs of experiment(s) {', '.join(experiments)} in {root}; tasks saved there: "
                         f"{', '.join(map(str, have)) or 'none'}. Train it first (method=adapter with "
                         f"trainer.save_checkpoint=true) or give a checkpoint folder.")
     return max(runs, key=lambda r: r[0])[1]  # several runs (an lr grid): the best on dev

@@ -6,7 +6,7 @@ training-set sizes, :func:`common.multitask.interleaved_batches`). ``multitask.t
 the shared backbone is updated as well (recorded; default false: the backbone stays frozen, as in ST-A, so
 the per-task adapters can be fused afterwards exactly like ST-A ones). Model selection: the tasks' mean
 primary dev score. Each task gets a run record (experiment ``adapters_mt``) and, with a frozen backbone, a
-checkpoint in ST-A's format that ``method=adapter_fusion method.adapters_from=adapters_mt`` finds by name.
+checkpoint in ST-A's format that ``method=adapter_fusion method.adapters_from=[adapters_mt]`` finds by name.
 
     python -m adapters.mta experiment=adapters_mt seed=2                  # the experiment's task list
     python -m adapters.mta experiment=adapters_mt "multitask.tasks=[rte,mrpc]" scale=smoke model=tiny-bert

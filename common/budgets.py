@@ -23,6 +23,8 @@ TASKS: dict[str, dict] = {
     "cola": {"max_train": None, "max_dev": None, "epochs": 3},
     "sst2": {"max_train": 10000, "max_dev": None, "epochs": 3},
     "conll2003": {"max_train": 5000, "max_dev": 1000, "epochs": 3},
+    # CosmosQA: four options over a long passage cost 4 sequences of ~128 tokens per example
+    "pool/cosmos_qa": {"max_train": 1000, "max_dev": 300, "epochs": 3},
 }
 DEFAULT = {"max_train": 2000, "max_dev": 500, "epochs": 3}  # tasks without a calibrated entry
 # Methods that train a small part of a frozen backbone move more slowly per step than full fine-tuning:

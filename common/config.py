@@ -85,6 +85,7 @@ class SweepConfig:
     lr_grid: Dict[str, List[float]] = field(default_factory=dict)  # per method, >= 4 log-spaced points
     tune_at: Optional[Dict[str, Any]] = None  # null: tune at every setting; else these keys' values are where the lr is tuned
     lr_from: Dict[str, str] = field(default_factory=dict)  # method -> "<paper>/<experiment>": reuse its chosen lr
+    fixed_lr: Dict[str, float] = field(default_factory=dict)  # method -> lr used untuned (the file says why)
     method_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # method -> overrides for its runs
     max_extend: int = 3  # grid extensions past an edge, per cell
     smoke_tasks: List[str] = field(default_factory=list)  # --smoke runs these tasks (default: the first)

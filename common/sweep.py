@@ -155,11 +155,11 @@ class Sweep:
                             f"preset; run it with `python -m common.train experiment={experiment}`")
         self.methods = s["methods"] or [self.base["method"]["name"]]
         for m in self.methods:
-            if m in s["lr_from"]:
+            if m in s["lr_from"] or m in s["fixed_lr"]:
                 continue
             if len(s["lr_grid"].get(m, [])) < 4:
                 raise UserError(f"experiment={experiment}: sweep.lr_grid.{m} needs at least 4 log-spaced points "
-                                f"(or sweep.lr_from.{m} to reuse another sweep's choice), has "
+                                f"(or sweep.lr_from.{m} to reuse another sweep's choice, or sweep.fixed_lr.{m}), has "
                                 f"{s['lr_grid'].get(m, [])}")
         self.partial = only_tasks is not None  # a subset (another sweep needs its runs) never writes the CSVs
         if self.partial:
@@ -189,8 +189,8 @@ class Sweep:
         return compose([o for o in ov if o])
 
     def tuned(self, cell: Cell) -> bool:
-        """Whether this sweep chooses the cell's lr itself (else it reuses ``lr_from``'s choice)."""
-        return cell.method not in self.spec["lr_from"]
+        """Whether this sweep chooses the cell's lr itself (else it reuses ``lr_from``'s choice or ``fixed_lr``)."""
+        return cell.method not in self.spec["lr_from"] and cell.method not in self.spec["fixed_lr"]
 
     def tune_cell(self, cell: Cell) -> Cell:
         """The cell whose lr this cell uses: itself, or with the keys ``tune_at`` names set to its values
@@ -274,10 +274,16 @@ class Sweep:
                 for r in ch.itertuples()}
 
     def borrowed_choice(self) -> pd.DataFrame:
-        """``lr_from`` methods: the other sweep's chosen lr per (task, method), applied to every setting here."""
+        """``lr_from`` methods: the other sweep's chosen lr per (task, method), applied to every setting here;
+        ``fixed_lr`` methods: the stated lr, not tuned."""
         rows = []
         for c in self.cells:
             if self.tuned(c):
+                continue
+            if c.method in self.spec["fixed_lr"]:
+                rows.append({"task": c.task, "method": c.method, "setting": setting_label(c.setting),
+                             "lr": float(self.spec["fixed_lr"][c.method]), "dev": float("nan"), "grid": "fixed",
+                             "extended": 0, "at_edge": ""})
                 continue
             source = self.spec["lr_from"][c.method]
             path = self.results_root / f"{source}_lr_choice.csv"
@@ -321,7 +327,8 @@ class Sweep:
             lrs = {}
         for c in self.cells:
             known = c.key in lrs
-            lr = lrs[c.key] if known else (self.grid(c)[0] if self.tuned(c) else 1e-3)
+            lr = lrs[c.key] if known else (self.grid(c)[0] if self.tuned(c) else
+                                           float(self.spec["fixed_lr"].get(c.method, 1e-3)))
             for s in self.seeds:
                 plan.append({"phase": "report", "cell": c, "cfg": self.cfg(c, s, lr), "lr_known": known})
         return plan

@@ -129,7 +129,7 @@ def test_fusion_run_finds_the_st_a_adapters_by_task_name(tmp_path):
         info = json.loads((SCRATCH_DIR / "checkpoints" / rec["run_id"] / "run.json").read_text())
         assert (info["task"], info["seed"], info["experiment"]) == (task, 7, rec["experiment"])
     rec = run(cfg("task=rte", "method=adapter_fusion", "method.adapters=[rte,mrpc]",
-                  f"method.adapters_from={rec['experiment']}"))
+                  f"method.adapters_from=[{rec['experiment']}]"))
     assert rec["config"]["method"]["adapter_seed"] == 7 and rec["status"] == "completed"
 
 

@@ -71,6 +71,18 @@ def test_extension_stops_at_max_extend_and_says_the_choice_is_still_at_an_edge(t
     assert row.lr == pytest.approx(2.5e-5 / 2 ** sw.spec["max_extend"], rel=0.01)
 
 
+def test_a_fixed_lr_method_has_no_tuning_runs_and_reports_at_that_lr(tmp_path, monkeypatch):
+    import common.sweep as S
+
+    sw = Sweep("adapters_src", records_dir=tmp_path / "rec", out_dir=tmp_path / "res", only_tasks=["pool/sick"],
+               extra=("sweep.fixed_lr.adapter=0.0005",))
+    assert sw.tune_cells() == []
+    monkeypatch.setattr(S, "run_all", fake_records(sw, lambda lr: 1.0))
+    df = sw.run()
+    assert set(df.role) == {"report"} and df.lr.tolist() == pytest.approx([5e-4] * len(df))
+    assert [r["cfg"]["method"]["lr"] for r in sw.planned()] == [5e-4]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_file_and_driver_agree(experiment):
     """One definition per sweep: a file with a `sweep:` block has no Hydra sweeper params (the driver runs
@@ -102,7 +114,7 @@ def test_experiment_file_and_driver_agree(experiment):
         flat = {**{f"{k}.{kk}": vv for k, v in r["cfg"].items() if isinstance(v, dict) for kk, vv in v.items()}}
         for k, v in r["cell"].setting.items():
             assert flat[k] == v, (k, flat[k], v)
-    tuned = [m for m in methods if m not in block.get("lr_from", {})]
+    tuned = [m for m in methods if m not in block.get("lr_from", {}) and m not in block.get("fixed_lr", {})]
     for m in tuned:
         assert len(block["lr_grid"][m]) >= 4  # at least 4 log-spaced points per (task, method)
         assert all(r["cfg"]["seed"] == block.get("tune_seed", 1) for r in runs
