@@ -40,8 +40,9 @@ def run_case(folder: Path) -> dict:
     if missing or unexpected:
         raise RuntimeError(f"backbone does not fit: missing {missing}, unexpected {unexpected}")
     io = load_file(str(folder / "io.safetensors"))
-    row = {"case": meta["case"], "adapters_version": adapters.__version__ if hasattr(adapters, "__version__") else "",
-           "their_transformers": __import__("transformers").__version__}
+    from importlib.metadata import version
+
+    row = {"case": meta["case"], "adapters_version": version("adapters"), "their_transformers": version("transformers")}
     if meta.get("adapterhub_config"):
         adapters.init(model)
         names = [f"a{i}" for i in range(meta["n_adapters"])]

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from common.paths import RESULTS_DIR
@@ -121,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
             if line.startswith("{"):
                 rows.append(json.loads(line))
     write_csv(rows, a.out)
+    from common.plots import markdown
+    from common.records import write_atomic
+
+    table = pd.DataFrame(rows)[["case", "max_abs_diff", "max_abs_effect", "params_compared", "adapters_version",
+                                  "their_transformers"]]
+    table = table.assign(max_abs_diff=[f"{v:.1e}" for v in table.max_abs_diff],
+                         max_abs_effect=[f"{v:.2f}" for v in table.max_abs_effect],
+                         params_compared=[f"{v:.0f}" if pd.notna(v) else "—" for v in table.params_compared])
+    write_atomic(a.out.with_suffix(".md"), markdown(table) + "\n\nmax_abs_diff: largest |ours − AdapterHub| over the "
+                 "last hidden states (non-padding positions); max_abs_effect: how far the adapters move the output "
+                 "from the base model's (the size of what is compared).\n")
     for r in rows:
         print(f"{r['case']:28s} max |ours - AdapterHub| = {r['max_abs_diff']:.2e}   (adapters move the output by "
               f"{r['max_abs_effect']:.2e})")

@@ -12,7 +12,15 @@ import argparse
 import json
 import sys
 
-from common.bench import add_repeat_args, measure_one, time_forward, minilm_batch, round_robin, summarise, write_csv
+from common.bench import (
+    add_repeat_args,
+    measure_one,
+    minilm_batch,
+    round_robin,
+    summarise,
+    time_forward,
+    write_csv,
+)
 from common.paths import RESULTS_DIR
 
 LORA = {"name": "lora", "r": 8, "alpha": 16, "weights": ["Wq", "Wv"]}

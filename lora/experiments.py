@@ -1,6 +1,7 @@
 """Run LoRA's experiments at small scale and write their CSVs.
 
     python -m lora.experiments glue       # BitFit / LoRA (FT: the calibration sweep's runs)
+    python -m lora.experiments glue_adapters   # the table's adapter rows (Pfeiffer / Houlsby at LoRA's size)
     python -m lora.experiments ablation   # weight type x rank
     python -m lora.experiments analysis   # subspace similarity + amplification from ablation's A, B factors
     python -m lora.experiments all --jobs 2
@@ -33,12 +34,20 @@ ANALYSIS_TASK = "stsb"
 
 class Plan(sweep.Steps):
     paper = "lora"
-    experiments = {"glue": "lora_glue", "ablation": "lora_ablation", "analysis": "lora_ablation"}
+    experiments = {"glue": "lora_glue", "glue_adapters": "lora_glue_adapters", "ablation": "lora_ablation",
+                   "analysis": "lora_ablation"}
 
     def glue(self) -> pd.DataFrame:
         df = self.with_ft(self.sweep("glue").run(), "lora_glue")
         df["method"] = df["method"].map(lambda m: METHOD_LABEL.get(m, m))
         self.write(df, "glue.csv")
+        return df
+
+    def glue_adapters(self) -> pd.DataFrame:
+        """The adapter rows of the GLUE table (Pfeiffer and Houlsby at LoRA's parameter count)."""
+        df = self.sweep("glue_adapters").run()
+        df["method"] = [f"adapter_{c}" for c in df["method.config"]]
+        self.write(df, "glue_adapters.csv")
         return df
 
     def ablation(self) -> pd.DataFrame:

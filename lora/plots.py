@@ -21,8 +21,9 @@ from . import paper
 from .analysis import ANALYSIS_LAYER
 
 OUT = RESULTS_DIR / "lora"
-LABELS = {"ft": "FT", "bitfit": "BitFit", "lora": "LoRA"}
-ORDER = ["ft", "bitfit", "adapter", "lora"]  # adapter rows join when the adapters issue lands
+LABELS = {"ft": "FT", "bitfit": "BitFit", "lora": "LoRA", "adapter_pfeiffer": "Adapter (Pfeiffer)",
+          "adapter_houlsby": "Adapter (Houlsby)"}
+ORDER = ["ft", "bitfit", "adapter", "lora"]
 
 
 def _paper_key(method: str) -> str:
@@ -204,7 +205,10 @@ def main(out: Path = OUT) -> int:
     done = []
     out.mkdir(parents=True, exist_ok=True)
     frames = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
-              for n in ("glue", "ablation", "subspace", "amplification")}
+              for n in ("glue", "ablation", "subspace", "amplification", "glue_adapters")}
+    if frames["glue_adapters"] is not None:  # the adapter rows join the GLUE table
+        frames["glue"] = pd.concat([f for f in (frames["glue"], frames["glue_adapters"]) if f is not None],
+                                   ignore_index=True)
     if frames["glue"] is not None:
         (out / "glue_table.md").write_text(glue_table(frames["glue"]) + "\n")
         done.append("glue_table.md")

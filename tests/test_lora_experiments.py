@@ -43,6 +43,7 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
         assert (d / png).stat().st_size > 0
     table = (d / "glue_table.md").read_text()
     assert "(91.5)" in table and "| LoRA |" in table  # the paper's LoRA STS-B number beside ours
+    assert "| Adapter (Pfeiffer) |" in table and "| Adapter (Houlsby) |" in table and "(89.7)" in table
     claims = (d / "claims.md").read_text()
     assert "| paper (GPT-3, WikiSQL) | 70.4 | 73.7 | 73.7 | +3.3 |" in claims  # Table 5 beside our budget row
     assert "| paper (GPT-3, WikiSQL) | {Wq,Wv} | 73.4 |" in claims  # Table 6 beside our rank sweep

@@ -1,0 +1,116 @@
+"""Run the adapter papers' experiments at small scale and write their CSVs (``results/adapters/``).
+
+    python -m adapters.experiments st          # ST-A on the target tasks RTE, MRPC, CB (lr on dev, seeds 2-4)
+    python -m adapters.experiments src         # the source tasks' ST-A adapters (seed 2) for fusion
+    python -m adapters.experiments baselines   # head-only on the targets; FT on CB (RTE / MRPC: calibration)
+    python -m adapters.experiments fusion      # AdapterFusion over the 11 adapters; table1.csv
+    python -m adapters.experiments mta         # MT-A: the targets' adapters trained jointly (seeds 2-4)
+    python -m adapters.experiments attention   # fusion weights per layer over the targets' dev sets
+    python -m adapters.experiments size        # Houlsby sizes vs top-k FT vs LayerNorm-only (MRPC); size.csv
+    python -m adapters.experiments all --jobs 2
+    python -m adapters.experiments all --smoke --out /tmp/ad   # smoke budget, first task: code paths only
+
+Each step is an experiment file's sweep (``conf/experiment/adapters_*.yaml``) run by :class:`common.sweep.Sweep`;
+finished runs are skipped, so an interrupted call resumes. ``fusion`` needs ``st`` and ``src`` (it fuses their
+saved adapters); ``attention`` needs ``fusion``'s saved checkpoints.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import pandas as pd
+
+from common import sweep
+from common.errors import UserError
+from common.sweep import run_all, write_frame
+
+log = logging.getLogger("adapters.experiments")
+
+
+class Plan(sweep.Steps):
+    paper = "adapters"
+    experiments = {"st": "adapters_st", "src": "adapters_src", "baselines": "adapters_head", "fusion": "adapters_fusion",
+                   "mta": "adapters_mt", "attention": "adapters_fusion", "size": "adapters_size"}
+
+    def sweep(self, step_or_experiment: str, **kw) -> sweep.Sweep:
+        exp = self.experiments.get(step_or_experiment, step_or_experiment)
+        # code paths only: a tiny model keeps the chain (stage 1 -> fusion -> attention) in seconds; top-k needs
+        # MiniLM's six blocks (k up to 6)
+        if self.smoke and exp != "adapters_topk":
+            kw["extra"] = (*kw.get("extra", ()), "model=tiny-bert")
+            if exp == "adapters_fusion":
+                kw["extra"] = (*kw["extra"], "method.adapters=[rte,sst2]")  # the smoke stage 1's tasks
+        return super().sweep(step_or_experiment, **kw)
+
+    def st(self) -> pd.DataFrame:
+        df = self.sweep("st").run()
+        self.write(df, "st.csv")
+        return df
+
+    def src(self) -> pd.DataFrame:
+        df = self.sweep("src").run()
+        self.write(df, "src.csv")
+        return df
+
+    def baselines(self) -> pd.DataFrame:
+        head = self.sweep("adapters_head").run()
+        ft_cb = self.sweep("adapters_ft_cb").run()
+        ft = self.sweep("calibration", only_tasks=[t for t in ("rte", "mrpc") if not self.smoke or t == "rte"]).run()
+        df = pd.concat([head.assign(source="adapters/adapters_head"), ft_cb.assign(source="adapters/adapters_ft_cb"),
+                        ft.assign(source="common/calibration")], ignore_index=True)
+        self.write(df, "baselines.csv")
+        return df
+
+    def fusion(self) -> pd.DataFrame:
+        df = self.sweep("fusion").run()
+        self.write(df, "fusion.csv")
+        return df
+
+    def mta(self) -> pd.DataFrame:
+        """One joint run per reported seed (MT-A has no per-task lr: the adapters' lr, stated in the file)."""
+        from adapters.mta import run_mta, task_configs
+        from common.aggregate import to_frame
+
+        base = ["experiment=adapters_mt", f"records_dir={self.records_dir}"] + \
+            (["scale=smoke", "model=tiny-bert", "multitask.tasks=[rte,cb]"] if self.smoke else [])
+        recs = []
+        for seed in ([2] if self.smoke else [2, 3, 4]):
+            ov = [*base, f"seed={seed}", "trainer.num_threads=1" if self.jobs > 1 else "trainer.num_threads=null"]
+            cfg = sweep.compose(ov)
+            recs += run_mta(cfg, task_configs(cfg, ov))
+        df = to_frame(recs).assign(role="report", selected=True)
+        self.write(df, "mta.csv")
+        return df
+
+    def attention(self) -> pd.DataFrame:
+        from . import analysis
+
+        sw = self.sweep("fusion")
+        lrs = sw.chosen(sw.tune(run=False))
+        rows = []
+        for cell in sw.cells:
+            if cell.key not in lrs:
+                raise UserError("no fusion lr chosen yet: run `python -m adapters.experiments fusion` first")
+            cfg = sw.cfg(cell, sw.seeds[0], lrs[cell.key])
+            rows.append(analysis.fusion_attention(cfg, rerun=lambda c: run_all([{**c, "force": True}], 1)))
+        df = pd.concat(rows, ignore_index=True)
+        write_frame(df, self.out_dir / "attention.csv")
+        return df
+
+    def size(self) -> pd.DataFrame:
+        frames = []
+        for exp in ("adapters_size", "adapters_topk", "adapters_ln"):
+            frames.append(self.sweep(exp).run().assign(source=f"adapters/{exp}"))
+        ft = self.sweep("calibration", only_tasks=list(dict.fromkeys(frames[0].task))).run()
+        df = pd.concat([*frames, ft.assign(source="common/calibration")], ignore_index=True)
+        self.write(df, "size.csv")
+        return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sweep.driver_main(Plan, argv, __doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The adapter papers' tables and figures from ``results/adapters/*.csv`` (never from memory).
+
+    python -m adapters.plots [folder]   # table1.md, attention.png, size.png, claims.md, bench_table.md
+
+Scores: median [min, max] over the reported seeds of the task's primary metric on the test split (GLUE and
+SuperGLUE: the official validation set); learning rates were chosen on dev.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from common.paths import RESULTS_DIR
+from common.plots import OPEN_NOTE, cell, mark, mpl, seed_summary, write_bench_table
+from common.plots import selected_runs as _selected
+
+from . import paper
+
+OUT = RESULTS_DIR / "adapters"
+COLUMNS = [("head_only", "head-only"), ("ft", "FT"), ("st_a", "ST-A"), ("mt_a", "MT-A"), ("fusion_st_a", "Fusion w/ ST-A")]
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    return df.assign(column=name)
+
+
+def table1_frame(frames: dict[str, pd.DataFrame | None]) -> pd.DataFrame:
+    """The reported runs of every Table 1 column, one frame with a ``column`` label."""
+    parts = []
+    if frames.get("baselines") is not None:
+        b = _selected(frames["baselines"])
+        parts += [_column(b[b.method == "head_only"], "head_only"), _column(b[b.method == "full_ft"], "ft")]
+    for key, col in (("st", "st_a"), ("mta", "mt_a"), ("fusion", "fusion_st_a")):
+        if frames.get(key) is not None:
+            parts.append(_column(_selected(frames[key]), col))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def table1(df: pd.DataFrame) -> str:
+    """Markdown: one row per target task, one column per method (ours, paper's BERT-base in parentheses)."""
+    s = seed_summary(df, ["task", "column"])
+    tasks = [t for t in ("rte", "mrpc", "cb") if t in set(s.task)]
+    lines = ["| task | " + " | ".join(label for _, label in COLUMNS) + " | Fusion − ST-A (paper) |",
+             "|---|" + "---|" * (len(COLUMNS) + 1)]
+    for t in tasks:
+        row, med = [], {}
+        for key, _ in COLUMNS:
+            hit = s[(s.task == t) & (s.column == key)]
+            pv = paper.TABLE1_TARGETS.get(t, {}).get(key)
+            row.append((cell(hit.iloc[0]) if len(hit) else "—") + (f" ({pv:g})" if pv is not None else ""))
+            if len(hit):
+                med[key] = (hit.iloc[0]["median"], bool(hit.iloc[0]["still_improving"]))
+        p = paper.TABLE1_TARGETS.get(t, {})
+        gain = (mark(f"{med['fusion_st_a'][0] - med['st_a'][0]:+.1f}", med["fusion_st_a"][1] or med["st_a"][1])
+                if "fusion_st_a" in med and "st_a" in med else "—")
+        gain += f" ({p['fusion_st_a'] - p['st_a']:+.1f})" if "st_a" in p else ""
+        lines.append(f"| {t} | " + " | ".join(row) + f" | {gain} |")
+    lines.append("| paper mean, 16 tasks | " + " | ".join(f"{paper.TABLE1_MEANS[k]:.2f}" for k, _ in COLUMNS) + " | "
+                 f"{paper.TABLE1_MEANS['fusion_st_a'] - paper.TABLE1_MEANS['st_a']:+.2f} |")
+    return "\n".join(lines + ["", OPEN_NOTE])
+
+
+def attention_figure(att: pd.DataFrame, path: Path) -> None:
+    """Per target task: layers (rows) x adapters (columns), mean fusion weight over the dev set's tokens."""
+    plt = mpl()
+    tasks = list(dict.fromkeys(att.task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        m = att[att.task == t].pivot_table(index="layer", columns="adapter", values="weight", sort=False)
+        im = ax.imshow(m.values, vmin=0, vmax=max(0.5, float(m.values.max())), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(m.shape[1]), [a.replace("pool/", "") for a in m.columns], rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(m.shape[0]), [str(i + 1) for i in m.index])
+        ax.set_title(f"{t}: fusion weight per layer")
+        ax.set_ylabel("layer")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def size_frame(size: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, configuration): median score, its distance to FT's median, and the trained parameters."""
+    df = _selected(size)
+    label = []
+    for m, s, k in zip(df.method, df.get("method.size", pd.Series(index=df.index, dtype=object)),
+                       df.get("method.k", pd.Series(index=df.index, dtype=object))):
+        label.append({"adapter": f"adapter m={s:g}" if pd.notna(s) else "adapter", "top_k": f"top-{k:g}" if pd.notna(k)
+                      else "top-k", "layernorm": "LayerNorm", "full_ft": "FT"}.get(m, m))
+    df = df.assign(config=label)
+    s = seed_summary(df, ["task", "method", "config"])
+    params = df.groupby("config")["trainable_params"].median()
+    s["trainable_params"] = s.config.map(params)
+    ft = s[s.method == "full_ft"].set_index("task")["median"]
+    s["minus_ft"] = s["median"] - s.task.map(ft)
+    return s
+
+
+def size_figure(s: pd.DataFrame, path: Path) -> None:
+    plt = mpl()
+    tasks = list(dict.fromkeys(s.task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        d = s[(s.task == t) & s.minus_ft.notna() & (s.trainable_params > 0)]
+        for method, style in (("adapter", "o-"), ("top_k", "s--"), ("layernorm", "^")):
+            g = d[d.method == method].sort_values("trainable_params")
+            if len(g):
+                ax.plot(g.trainable_params, g.minus_ft, style, label={"top_k": "top-k FT", "layernorm": "LayerNorm"}.get(
+                    method, "Houlsby adapters"))
+                for x, y, c in zip(g.trainable_params, g.minus_ft, g.config):
+                    ax.annotate(c.split()[-1], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("trained parameters")
+        ax.set_ylabel("score − FT score (test, median over seeds)")
+        ax.set_title(t)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def claims(t1: pd.DataFrame | None, size: pd.DataFrame | None) -> str:
+    out = []
+    if t1 is not None and len(t1):
+        out += ["(a) Fusion w/ ST-A − ST-A on the small target tasks (median over seeds, test):", "", table1(t1), ""]
+    if size is not None and len(size):
+        s = size_frame(size)
+        out += ["(b) Size trade-off: score − FT score against trained parameters:", "",
+                "| task | configuration | trained parameters | score | − FT |", "|---|---|---:|---|---:|"]
+        for r in s.sort_values(["task", "method", "trainable_params"]).itertuples():
+            out.append(f"| {r.task} | {r.config} | {int(r.trainable_params):,} | {cell(r._asdict())} | "
+                       f"{mark(f'{r.minus_ft:+.1f}', r.still_improving)} |")
+        p = paper.TRADEOFF_MNLI
+        out += ["", (f"Paper (MNLI-m, BERT-base): adapter size 64 (~2M parameters) {p['adapter_64_2M']}, top layers "
+                     f"(~9M) {p['top_k_9M']}, full FT {p['ft']}."), "", OPEN_NOTE]
+    return "\n".join(out)
+
+
+def main(out: Path = OUT) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    read = lambda n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None  # noqa: E731
+    frames = {n: read(n) for n in ("baselines", "st", "mta", "fusion", "attention", "size")}
+    done = []
+    t1 = table1_frame(frames)
+    if len(t1):
+        (out / "table1.md").write_text(table1(t1) + "\n")
+        done.append("table1.md")
+    if frames["attention"] is not None:
+        attention_figure(frames["attention"], out / "attention.png")
+        done.append("attention.png")
+    if frames["size"] is not None:
+        size_figure(size_frame(frames["size"]), out / "size.png")
+        done.append("size.png")
+    if len(t1) or frames["size"] is not None:
+        (out / "claims.md").write_text(claims(t1 if len(t1) else None, frames["size"]) + "\n")
+        done.append("claims.md")
+    if write_bench_table("adapters", out, OUT):
+        done.append("bench_table.md")
+    print(f"wrote {', '.join(done) or 'nothing (no CSVs yet)'} in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
