@@ -91,7 +91,10 @@ def max_positions(model: nn.Module) -> int | None:
 
 
 def hidden_size(model: nn.Module) -> int:
-    cfg = model.config
+    return hidden_size_of(model.config)
+
+
+def hidden_size_of(cfg) -> int:
     return getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None) or cfg.n_embd
 
 
@@ -158,7 +161,11 @@ def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, pos
         dec = model.get_decoder()(input_ids=start, encoder_hidden_states=enc, encoder_attention_mask=mask)
         return dec.last_hidden_state[:, 0]
     h = token_states(model, embeds, mask, position_offset)[:, n_prompt:]  # (B, L, H): input positions only
-    m = mask[:, n_prompt:]  # (B, L), 1 = real token
+    return pool(h, mask[:, n_prompt:], pooling)
+
+
+def pool(h: torch.Tensor, m: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Token states (B, L, H) with mask (B, L) -> one vector per sequence (B, H), for cls / mean / last."""
     if pooling == "cls":
         return h[:, 0]
     if pooling == "last":
@@ -166,6 +173,38 @@ def pooled_state(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, pos
         return h[torch.arange(h.size(0), device=h.device), last]
     w = m.to(h.dtype).unsqueeze(-1)  # (B, L, 1)
     return (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, H)
+
+
+# ----------------------------------------------------------------------------- per-layer states, single blocks
+def layer_states(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The (encoder) stack's embedding output and every block's output: L+1 tensors (B, L, H)."""
+    enc = model.get_encoder() if family(model) in ("bart", "t5") else _base(model)
+    return enc(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True).hidden_states
+
+
+def encoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The encoder's blocks (all blocks of BERT / RoBERTa), input to output."""
+    fam, base = family(model), _base(model)
+    if fam in ("bert", "roberta"):
+        return list(base.encoder.layer)
+    if fam == "bart":
+        return list(base.encoder.layers)
+    if fam == "t5":
+        return list(model.encoder.block)
+    raise UserError(f"{fam} has no encoder blocks; use BERT, RoBERTa, BART or T5")
+
+
+def bidirectional_mask(config, states: torch.Tensor, mask: torch.Tensor):
+    """The attention mask a block of ``config``'s architecture takes for padding ``mask`` (B, L)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=config, inputs_embeds=states, attention_mask=mask)
+
+
+def run_block(block: nn.Module, states: torch.Tensor, block_mask) -> torch.Tensor:
+    """One encoder block on ``states`` (B, L, h) with a mask from :func:`bidirectional_mask`."""
+    out = block(states, block_mask)
+    return out[0] if isinstance(out, tuple) else out
 
 
 # ----------------------------------------------------------------------------- sub-layer weight names
@@ -191,6 +230,19 @@ SUBLAYERS: dict[str, dict[str, str]] = {
 }
 SUBLAYERS["roberta"] = SUBLAYERS["bert"]
 QKV = ("Wq", "Wk", "Wv")
+
+
+def block_weights(block: nn.Module, fam: str) -> dict[str, nn.Linear]:
+    """One encoder block's own Wq, Wk, Wv, Wo, W1, W2 (self-attention only), found with :data:`SUBLAYERS`."""
+    prefix = "layer.0." if fam in ("bert", "roberta") else "layers.0."  # the regexes expect a block's full name
+    out = {}
+    for w in WEIGHTS:
+        hits = [m for n, m in block.named_modules() if isinstance(m, nn.Linear) and "encoder_attn" not in n
+                and "EncDecAttention" not in n and re.fullmatch(SUBLAYERS[fam][w], prefix + n)]
+        if len(hits) != 1:
+            raise UserError(f"{type(block).__name__}: found {len(hits)} {w} matrices, expected one")
+        out[w] = hits[0]
+    return out
 
 
 def linear_modules(model: nn.Module) -> list[str]:

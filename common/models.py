@@ -157,6 +157,8 @@ class TaskModel(nn.Module):
         self.input_transform: nn.Module | None = None
         self.position_offset = 0  # set by methods whose prefixes shift the input's positions (P-Tuning v2)
         self.label_smoothing = 0.0  # of every cross-entropy loss; the trainer sets it from trainer.label_smoothing
+        self.token_encoder: nn.Module | None = None  # set by methods that replace the backbone's token states (LST)
+        self.before_training: list = []  # callables(train items, spec, tokenizer) run by the trainer first (LST's Fisher init)
         self.aux_losses: list = []  # methods' extra loss terms (callables -> scalar), added in training (fusion's V regulariser)
         H = arch.hidden_size(backbone)
         self.dropout = nn.Dropout(dropout)
@@ -191,13 +193,17 @@ class TaskModel(nn.Module):
         if t == "generation":
             return self._lm_forward(embeds, mask, labels, P)
         if t == "token_classification":
-            h = arch.token_states(self.backbone, embeds, mask, self.position_offset)[:, P:]  # drop prompt positions: (B, L, H)
+            h = (self.token_encoder(embeds, mask) if self.token_encoder is not None else
+                 arch.token_states(self.backbone, embeds, mask, self.position_offset))[:, P:]  # drop prompts: (B, L, H)
             logits = self.head(self.dropout(h))  # (B, L, C)
             loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
                                    label_smoothing=self.label_smoothing) \
                 if labels is not None else None
             return {"loss": loss, "logits": logits}
-        pooled = arch.pooled_state(self.backbone, embeds, mask, self.position_offset, self.pooling, P)  # (B, H)
+        if self.token_encoder is not None:  # a method that computes the token states itself (LST's side network)
+            pooled = arch.pool(self.token_encoder(embeds, mask)[:, P:], mask[:, P:], self.pooling)  # (B, H)
+        else:
+            pooled = arch.pooled_state(self.backbone, embeds, mask, self.position_offset, self.pooling, P)  # (B, H)
         logits = self.head(self.dropout(pooled))
         if t == "regression":
             z = logits.squeeze(-1)  # (B,) standardised prediction

@@ -104,6 +104,8 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
     device = pick_device(cfg.device)
     model.to(device)
     model.label_smoothing = cfg.label_smoothing
+    for hook in model.before_training:  # data-dependent initialisation (LST's Fisher-pruned side network)
+        hook(train, spec, tok)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(param_groups(model, lr, cfg), lr=lr)
     train_loader = loader(train, spec, tok.pad_token_id, cfg.batch_size, shuffle=True, seed=seed, bucket=bucket)

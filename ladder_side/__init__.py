@@ -1,1 +1,1 @@
-"""Ladder Side-Tuning (Sung, Cho, Bansal, NeurIPS 2022). Paper code arrives in its own issue."""
+"""Ladder side-tuning (Sung, Cho, Bansal 2022): ``ladder_side.methods`` registers ``method=lst``."""
