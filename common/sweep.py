@@ -88,7 +88,9 @@ def write_frame(df: pd.DataFrame, path: Path) -> None:
 
 
 def _fmt(value) -> str:
-    """A setting value as Hydra writes it: booleans lower-case, lists comma-joined."""
+    """A setting value as Hydra writes it: booleans lower-case, None as null, lists comma-joined."""
+    if value is None:
+        return "null"
     if isinstance(value, (list, tuple)):
         return ",".join(_fmt(v) for v in value)
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -198,6 +200,8 @@ class Sweep:
         at = self.spec["tune_at"]
         if at is None:
             return cell
+        if set(cell.setting) <= set(at):  # one tuning cell for all such settings, whatever keys each one varies
+            return Cell(cell.task, cell.method, dict(at))
         return Cell(cell.task, cell.method, {**cell.setting, **at})
 
     def tune_cells(self) -> list[Cell]:

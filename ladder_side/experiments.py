@@ -1,0 +1,57 @@
+"""Run LST's experiments at small scale and write their CSVs (``results/ladder_side/``).
+
+    python -m ladder_side.experiments glue       # LST and prompt tuning on STS-B, CoLA (+ the other papers' rows)
+    python -m ladder_side.experiments ablation   # gate / init / layer dropping / r, one factor at a time (STS-B)
+    python -m ladder_side.experiments cache      # cached vs uncached backbone (STS-B), at glue's lr
+    python -m ladder_side.experiments all --jobs 2
+    python -m ladder_side.experiments all --smoke --out /tmp/lst   # smoke budget, first task: code paths only
+
+Training memory per method: ``python -m ladder_side.memory`` (a measurement, not a sweep).
+The glue step gathers the same tasks' rows of the other sweeps (FT: calibration; LoRA, BitFit: lora/glue;
+adapters: lora/glue_adapters; P-Tuning v2: ptuning_v2/main), running whatever of them is missing.
+"""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from common import sweep
+
+OTHERS = (("common", "calibration"), ("lora", "lora_glue"), ("lora", "lora_glue_adapters"), ("ptuning_v2", "ptv2_main"))
+
+
+class Plan(sweep.Steps):
+    paper = "ladder_side"
+    experiments = {"glue": "lst_glue", "ablation": "lst_ablation", "cache": "lst_cache"}
+
+    def glue(self) -> pd.DataFrame:
+        own = self.sweep("glue").run()
+        tasks = list(dict.fromkeys(own.task))
+        frames = [own.assign(source="ladder_side/glue")]
+        for paper, exp in ([] if self.smoke else OTHERS):  # smoke: code paths only (the others have their own tests)
+            shared = [t for t in tasks if t in self.sweep(exp).spec["tasks"]]
+            if shared:
+                frames.append(self.sweep(exp, only_tasks=shared).run().assign(source=f"{paper}/{exp}"))
+        df = pd.concat(frames, ignore_index=True)
+        self.write(df, "glue.csv")
+        return df
+
+    def ablation(self) -> pd.DataFrame:
+        df = self.sweep("ablation").run()
+        df["setting"] = df["setting"].fillna("")
+        self.write(df, "ablation.csv")
+        return df
+
+    def cache(self) -> pd.DataFrame:
+        df = self.sweep("cache").run()
+        self.write(df, "cache.csv")
+        return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sweep.driver_main(Plan, argv, __doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The LST experiment driver at smoke scale, the plots on its CSVs, and the memory measurement's ordering."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from common.paths import REPO_ROOT
+
+
+def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
+    out = tmp_path / "res"
+    env = {**os.environ, "PEFT_SCRATCH_DIR": str(tmp_path / "scratch")}
+    for step in ("glue", "cache"):  # the ablation is the same engine; its plan is checked below without running
+        p = subprocess.run([sys.executable, "-m", "ladder_side.experiments", step, "--smoke", "--jobs", "1", "--out",
+                            str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200, env=env)
+        assert p.returncode == 0, p.stderr[-3000:]
+    d = out / "ladder_side"
+    glue = pd.read_csv(d / "glue.csv")
+    assert set(glue.method) == {"lst", "prompt_tuning"} and 1 not in set(glue[glue.role == "report"].seed)
+    cache = pd.read_csv(d / "cache.csv")
+    assert set(cache["method.cache_backbone"]) == {True, False}
+    p = subprocess.run([sys.executable, "-m", "ladder_side.plots", str(d)], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    for f in ("glue_table.md", "cache_table.md"):
+        assert (d / f).stat().st_size > 0
+
+
+def test_lst_needs_less_training_memory_than_full_fine_tuning():
+    from ladder_side.memory import measure
+
+    ft, lst = measure("full_ft", "rte", 32, 4), measure("lst", "rte", 32, 4)
+    assert lst["grad_bytes"] < ft["grad_bytes"] / 20 and lst["activation_bytes"] < ft["activation_bytes"]
+    assert lst["total_bytes"] < ft["total_bytes"]
+
+
+def test_the_ablation_tunes_one_lr_at_the_default_for_all_nine_settings(tmp_path):
+    from common.sweep import Sweep
+
+    sw = Sweep("lst_ablation", records_dir=tmp_path, out_dir=tmp_path)
+    assert len(sw.cells) == 9 and len(sw.tune_cells()) == 1
+    plan = sw.planned()
+    assert sum(r["phase"] == "tune" for r in plan) == 4 and sum(r["phase"] == "report" for r in plan) == 27
