@@ -23,8 +23,8 @@ def mean_weights(model, items: list[dict], spec, pad_id: int, batch_size: int = 
     for batch in loader(items, spec, pad_id, batch_size, shuffle=False):
         ws = fusion_weights(model, batch)  # per layer (B, L_l, N)
         mask = batch["attention_mask"].bool()
-        sums = torch.stack([w[mask[:, : w.size(1)]].sum(0) if w.size(1) == mask.size(1) else w.sum((0, 1))
-                            for w in ws])  # (layers, N)
+        # encoder layers: real tokens only; decoder layers (another length) see no padding
+        sums = torch.stack([w[mask].sum(0) if w.size(1) == mask.size(1) else w.sum((0, 1)) for w in ws])  # (layers, N)
         n = torch.tensor([float(mask.sum()) if w.size(1) == mask.size(1) else float(w.size(0) * w.size(1))
                           for w in ws])
         total = sums if total is None else total + sums

@@ -44,14 +44,10 @@ class Plan(sweep.Steps):
         return super().sweep(step_or_experiment, **kw)
 
     def st(self) -> pd.DataFrame:
-        df = self.sweep("st").run()
-        self.write(df, "st.csv")
-        return df
+        return self.run_and_write("st", "st.csv")
 
     def src(self) -> pd.DataFrame:
-        df = self.sweep("src").run()
-        self.write(df, "src.csv")
-        return df
+        return self.run_and_write("src", "src.csv")
 
     def baselines(self) -> pd.DataFrame:
         head = self.sweep("adapters_head").run()
@@ -63,9 +59,7 @@ class Plan(sweep.Steps):
         return df
 
     def fusion(self) -> pd.DataFrame:
-        df = self.sweep("fusion").run()
-        self.write(df, "fusion.csv")
-        return df
+        return self.run_and_write("fusion", "fusion.csv")
 
     def mta(self) -> pd.DataFrame:
         """One joint run per reported seed (MT-A has no per-task lr: the adapters' lr, stated in the file)."""

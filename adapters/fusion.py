@@ -27,6 +27,7 @@ from torch import nn
 from adapters.methods import (
     Adapter,
     AdapterConfig,
+    AfterBlock,
     _ffn_layernorms,
     _set,
     _Wrapper,
@@ -90,24 +91,16 @@ class FusedAroundLayerNorm(_Wrapper):
         return self.ln(z + self.fusion(q, a))
 
 
-class FusedAfterBlock(_Wrapper):
+class FusedAfterBlock(AfterBlock):
     """Pre-LN block (T5, GPT-2): the block's output ``z -> z + Fuse(z, [A_n(z)])`` (as :class:`AfterBlock`)."""
 
-    inner_name = "block"
-
     def __init__(self, block: nn.Module, adapters: list[Adapter], fusion: FusionLayer):
-        super().__init__()
+        nn.Module.__init__(self)
         self.block, self.adapters, self.fusion = block, nn.ModuleList(adapters), fusion
 
-    def _fuse(self, z: torch.Tensor) -> torch.Tensor:
+    def _out(self, z: torch.Tensor) -> torch.Tensor:
         a = torch.stack([ad(z) for ad in self.adapters], dim=2)  # (B, L, N, d)
         return z + self.fusion(z, a)
-
-    def forward(self, *args, **kwargs):
-        out = self.block(*args, **kwargs)
-        if isinstance(out, tuple):
-            return (self._fuse(out[0]), *out[1:])
-        return self._fuse(out)
 
 
 def _adapter_sites(backbone: nn.Module) -> list[tuple[str, type]]:
@@ -182,14 +175,12 @@ def find_adapter(ref: str, experiment: str | list[str], seed: Optional[int]) -> 
         return Path(ref).expanduser()
     experiments = [experiment] if isinstance(experiment, str) else list(experiment)
     root = paths.SCRATCH_DIR / "checkpoints"
-    runs = []
-    for f in sorted(root.glob("*/run.json")):
-        info = json.loads(f.read_text())
-        if info.get("experiment") in experiments and info.get("task") == ref and (seed is None or info.get("seed") == seed):
-            runs.append((info.get("dev") if info.get("dev") is not None else -float("inf"), f.parent))
+    saved = [(json.loads(f.read_text()), f.parent) for f in sorted(root.glob("*/run.json"))]
+    saved = [(info, folder) for info, folder in saved if info.get("experiment") in experiments]
+    runs = [(info.get("dev") if info.get("dev") is not None else -float("inf"), folder) for info, folder in saved
+            if info.get("task") == ref and (seed is None or info.get("seed") == seed)]
     if not runs:
-        have = sorted({json.loads(f.read_text()).get("task") for f in root.glob("*/run.json")
-                       if json.loads(f.read_text()).get("experiment") in experiments})
+        have = sorted({info.get("task") for info, _ in saved})
         raise UserError(f"adapter_fusion: {ref!r} is neither a checkpoint folder nor a task with a saved adapter (seed "
                         f"{seed}) among the runs of experiment(s) {', '.join(experiments)} in {root}; tasks saved there: "
                         f"{', '.join(map(str, have)) or 'none'}. Train it first (method=adapter with "

@@ -119,11 +119,14 @@ class AfterBlock(_Wrapper):
         super().__init__()
         self.block, self.adapter = block, adapter
 
+    def _out(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.adapter(z)
+
     def forward(self, *args, **kwargs):
         out = self.block(*args, **kwargs)
-        if isinstance(out, tuple):
-            return (out[0] + self.adapter(out[0]), *out[1:])
-        return out + self.adapter(out)
+        if isinstance(out, tuple):  # blocks that also return attention weights / caches
+            return (self._out(out[0]), *out[1:])
+        return self._out(out)
 
 
 def bottleneck(cfg: AdapterConfig, d: int) -> int:

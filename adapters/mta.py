@@ -32,7 +32,7 @@ from common.methods import count_params, to_config, trainable_state
 from common.models import TaskModel, load_backbone, load_tokenizer
 from common.multitask import StageConfig, TaskData, fit_multitask, save_tensors
 from common.run import checkpoint_dir, load_splits, tokenize_splits, write_run_info
-from common.trainer import TrainerConfig, evaluate, set_seed
+from common.trainer import TrainerConfig, _to, evaluate, pick_device, set_seed
 
 from .methods import Adapter, AdapterConfig, add_adapters
 
@@ -104,6 +104,10 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
         data.append(TaskData(t, spec.primary_metric, items["train"], items["dev"], items.get("test", []),
                              extra={"spec": spec, "collate": Collator(tok.pad_token_id, spec.task_type)}))
     tcfg = TrainerConfig(**cfg["trainer"])
+    device = pick_device(tcfg.device)
+    backbone.to(device)
+    for m in models.values():
+        m.to(device)
     joint = _Joint(models)
     unique = {n: p for n, p in joint.named_parameters() if p.requires_grad}  # shared tensors once each
 
@@ -115,10 +119,10 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
     def loss_fn(task: TaskData, batch: list[dict]) -> torch.Tensor:
         model = activate(task.name)
         model.label_smoothing = tcfg.label_smoothing
-        return model(task.extra["collate"](batch))["loss"]
+        return model(_to(task.extra["collate"](batch), device))["loss"]
 
     def evaluate_fn(task: TaskData, items: list[dict]) -> dict[str, float]:
-        return evaluate(activate(task.name), items, task.extra["spec"], tok, tcfg, torch.device("cpu"))
+        return evaluate(activate(task.name), items, task.extra["spec"], tok, tcfg, device)
 
     steps = mt.get("steps") or sum(math.ceil(len(d.train) / tcfg.batch_size) * tcfg.epochs for d in data)
     stage = StageConfig(lr=method.lr, steps=steps, batch_size=tcfg.batch_size, eval_every=mt["eval_every"],
@@ -143,7 +147,7 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
                "task": task.name, "task_type": task.extra["spec"].task_type, "method": "adapter_mta",
                "model": cfg["model"]["name"], "seed": cfg["seed"], "scale": cfg["scale"],
                "primary_metric": task.primary_metric, "config": {k: v for k, v in cfgs[task.name].items() if k != "sweep"},
-               "git": records.git_state(), "environment": records.environment(), "device": "cpu",
+               "git": records.git_state(), "environment": records.environment(), "device": str(device),
                "data_sizes": {"train": len(task.train), "dev": len(task.dev), "test": len(task.test)},
                "trainable_params": n_train, "total_params": n_total,
                "multitask": {"tasks": names, "train_backbone": bool(mt.get("train_backbone")), "steps": out["steps"],

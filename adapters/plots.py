@@ -22,19 +22,15 @@ OUT = RESULTS_DIR / "adapters"
 COLUMNS = [("head_only", "head-only"), ("ft", "FT"), ("st_a", "ST-A"), ("mt_a", "MT-A"), ("fusion_st_a", "Fusion w/ ST-A")]
 
 
-def _column(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    return df.assign(column=name)
-
-
 def table1_frame(frames: dict[str, pd.DataFrame | None]) -> pd.DataFrame:
     """The reported runs of every Table 1 column, one frame with a ``column`` label."""
     parts = []
     if frames.get("baselines") is not None:
         b = _selected(frames["baselines"])
-        parts += [_column(b[b.method == "head_only"], "head_only"), _column(b[b.method == "full_ft"], "ft")]
+        parts += [b[b.method == "head_only"].assign(column="head_only"), b[b.method == "full_ft"].assign(column="ft")]
     for key, col in (("st", "st_a"), ("mta", "mt_a"), ("fusion", "fusion_st_a")):
         if frames.get(key) is not None:
-            parts.append(_column(_selected(frames[key]), col))
+            parts.append(_selected(frames[key]).assign(column=col))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

@@ -405,6 +405,12 @@ class Steps:
     def write(self, df: pd.DataFrame, name: str) -> None:
         write_frame(df, self.out_dir / name)
 
+    def run_and_write(self, step: str, name: str) -> pd.DataFrame:
+        """A step that is exactly its sweep: run it (resuming) and write its CSV as ``name``."""
+        df = self.sweep(step).run()
+        self.write(df, name)
+        return df
+
     def with_ft(self, df: pd.DataFrame, experiment: str) -> pd.DataFrame:
         """``df`` plus the calibration sweep's full fine-tuning runs on the same tasks (the FT row of the
         papers' tables: the same configs, run once). Runs whatever of them is missing."""

@@ -37,7 +37,7 @@ def measure(name: str, seq_len: int, batch_size: int, n_batches: int) -> dict:
     attach_method(model, CONFIGS[name], max_seq_len=seq_len)
     base = minilm_batch(tok, batch_size * n_batches, seq_len)
     batches = [{k: v[i * batch_size:(i + 1) * batch_size] for k, v in base.items()} for i in range(n_batches)]
-    out = {k: v for k, v in training_memory(model, batches[0]).items()}
+    out = training_memory(model, batches[0])
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-5)
     model.train()

@@ -44,9 +44,7 @@ class Plan(sweep.Steps):
         return df
 
     def cache(self) -> pd.DataFrame:
-        df = self.sweep("cache").run()
-        self.write(df, "cache.csv")
-        return df
+        return self.run_and_write("cache", "cache.csv")
 
 
 def main(argv: list[str] | None = None) -> int:

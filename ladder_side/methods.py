@@ -158,30 +158,23 @@ class LadderSide(nn.Module):
 
 
 # ----------------------------------------------------------------------------- init from the backbone
-def _block_linears(block: nn.Module) -> dict[str, nn.Linear]:
-    """A block's Wq, Wk, Wv, Wo, W1, W2."""
-    fam = {"Bert": "bert", "Roberta": "roberta", "Bart": "bart"}[next(k for k in ("Bert", "Roberta", "Bart")
-                                                                       if type(block).__name__.startswith(k))]
-    return arch.block_weights(block, fam)
-
-
 def _block_norms(block: nn.Module) -> list[nn.Module]:
     """The block's two LayerNorms (after attention, after the FFN), in order."""
     return [m for m in block.modules() if isinstance(m, nn.LayerNorm)]
 
 
-def row_scores(block: nn.Module, fisher: dict[int, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+def row_scores(block: nn.Module, fam: str, fisher: dict[int, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Per output row of each matrix: summed Fisher information (grad^2) or, without it, summed |W|."""
     out = {}
-    for w, lin in _block_linears(block).items():
+    for w, lin in arch.block_weights(block, fam).items():
         t = fisher[id(lin.weight)] if fisher is not None else lin.weight.detach().abs()
         out[w] = t.sum(1)  # (rows,)
     return out
 
 
-def select(block: nn.Module, fisher, heads: int, r: int) -> dict[str, torch.Tensor]:
+def select(block: nn.Module, fam: str, fisher, heads: int, r: int) -> dict[str, torch.Tensor]:
     """Indices kept from one backbone block: residual dims (d/r), attention dims (heads x head_dim/r), FFN dims."""
-    sc = row_scores(block, fisher)
+    sc = row_scores(block, fam, fisher)
     d = sc["Wo"].numel()
     hd = d // heads
     qkv = (sc["Wq"] + sc["Wk"] + sc["Wv"]).view(heads, hd)  # ranked jointly, within each head
@@ -196,13 +189,13 @@ def select(block: nn.Module, fisher, heads: int, r: int) -> dict[str, torch.Tens
 def init_from_backbone(side: LadderSide, fisher: dict[int, torch.Tensor] | None, r: int) -> list[dict]:
     """Copy each kept backbone block's selected rows / columns into its side block; returns the selections."""
     bb = side.backbone[0]
-    heads = arch.attention_shape(bb)[0]
+    heads, fam = arch.attention_shape(bb)[0], arch.family(bb)
     blocks = arch.encoder_blocks(bb)
     chosen = []
     for i, sblock in zip(side.kept, side.blocks):
         src = blocks[i - 1]
-        ix = select(src, fisher, heads, r)
-        a, b = _block_linears(src), _block_linears(sblock)
+        ix = select(src, fam, fisher, heads, r)
+        a, b = arch.block_weights(src, fam), arch.block_weights(sblock, fam)
         rows_cols = {"Wq": ("attn", "resid"), "Wk": ("attn", "resid"), "Wv": ("attn", "resid"),
                      "Wo": ("resid", "attn"), "W1": ("ffn", "resid"), "W2": ("resid", "ffn")}
         for w, (rows, cols) in rows_cols.items():
@@ -221,7 +214,7 @@ def empirical_fisher(model: TaskModel, items: list[dict], spec, tok, n: int) -> 
     from common.data import Collator
 
     bb = model.backbone
-    mats = [lin.weight for blk in arch.encoder_blocks(bb) for lin in _block_linears(blk).values()]
+    mats = [lin.weight for blk in arch.encoder_blocks(bb) for lin in arch.block_weights(blk, arch.family(bb)).values()]
     fisher = {id(w): torch.zeros_like(w) for w in mats}
     was = [w.requires_grad for w in mats]
     side, model.token_encoder = model.token_encoder, None  # the backbone's own states feed the head

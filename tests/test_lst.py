@@ -15,7 +15,6 @@ from common.models import build_task_model
 from common.multitask import state_fingerprint
 from ladder_side.methods import (
     LadderSide,
-    _block_linears,
     empirical_fisher,
     init_from_backbone,
 )
@@ -86,7 +85,8 @@ def test_init_copies_the_selected_rows_and_columns_of_the_backbone_blocks(init):
     from common import arch
 
     for ix, i, sblock in zip(chosen, m.token_encoder.kept, m.token_encoder.blocks):
-        a, b = _block_linears(arch.encoder_blocks(m.backbone)[i - 1]), _block_linears(sblock)
+        fam = arch.family(m.backbone)
+        a, b = arch.block_weights(arch.encoder_blocks(m.backbone)[i - 1], fam), arch.block_weights(sblock, fam)
         assert torch.equal(b["Wq"].weight, a["Wq"].weight[ix["attn"]][:, ix["resid"]])
         assert torch.equal(b["W2"].weight, a["W2"].weight[ix["resid"]][:, ix["ffn"]])
         assert torch.equal(b["Wo"].bias, a["Wo"].bias[ix["resid"]])
