@@ -194,6 +194,46 @@ def encoder_blocks(model: nn.Module) -> list[nn.Module]:
     raise UserError(f"{fam} has no encoder blocks; use BERT, RoBERTa, BART or T5")
 
 
+def decoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The decoder's blocks of BART / T5, input to output."""
+    fam = family(model)
+    if fam == "bart":
+        return list(_base(model).decoder.layers)
+    if fam == "t5":
+        return list(model.decoder.block)
+    raise UserError(f"{fam} has no encoder-decoder blocks; use BART or T5")
+
+
+def decoder_layer_states(model: nn.Module, dec_ids: torch.Tensor, enc_states: torch.Tensor,
+                         enc_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The decoder's embedding output and every block's output for ``dec_ids`` (B, T) attending to
+    ``enc_states`` (B, L, H): T5 / BART, causal, no cache. n+1 tensors (B, T, H)."""
+    return model.get_decoder()(input_ids=dec_ids, encoder_hidden_states=enc_states, encoder_attention_mask=enc_mask,
+                               output_hidden_states=True, use_cache=False).hidden_states
+
+
+def t5_masks(config, states: torch.Tensor, mask: torch.Tensor, enc_states: torch.Tensor | None = None,
+             enc_mask: torch.Tensor | None = None) -> tuple:
+    """(self-attention, cross-attention) masks as T5Stack builds them: causal when ``config.is_decoder``."""
+    from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+
+    if config.is_decoder:
+        own = create_causal_mask(config=config, inputs_embeds=states, attention_mask=mask, past_key_values=None)
+    else:
+        own = create_bidirectional_mask(config=config, inputs_embeds=states, attention_mask=mask)
+    cross = None if enc_states is None else create_bidirectional_mask(
+        config=config, inputs_embeds=states, attention_mask=enc_mask, encoder_hidden_states=enc_states)
+    return own, cross
+
+
+def run_t5_block(block: nn.Module, x: torch.Tensor, masks: tuple, biases: tuple,
+                 enc_states: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+    """One T5 block on ``x`` (B, L, h). ``biases``: the (self, cross) relative position biases the stack's
+    first block computes and later blocks reuse, (None, None) before it; returns (x, biases)."""
+    out, own_bias, cross_bias = block(x, masks[0], biases[0], enc_states, masks[1], biases[1])
+    return out, (own_bias, cross_bias)
+
+
 def bidirectional_mask(config, states: torch.Tensor, mask: torch.Tensor):
     """The attention mask a block of ``config``'s architecture takes for padding ``mask`` (B, L)."""
     from transformers.masking_utils import create_bidirectional_mask
@@ -232,13 +272,17 @@ SUBLAYERS["roberta"] = SUBLAYERS["bert"]
 QKV = ("Wq", "Wk", "Wv")
 
 
-def block_weights(block: nn.Module, fam: str) -> dict[str, nn.Linear]:
-    """One encoder block's own Wq, Wk, Wv, Wo, W1, W2 (self-attention only), found with :data:`SUBLAYERS`."""
+def block_weights(block: nn.Module, fam: str, part: str = "self") -> dict[str, nn.Linear]:
+    """One block's own Wq, Wk, Wv, Wo, W1, W2 (self-attention), found with :data:`SUBLAYERS`; with
+    ``part="cross"`` its cross-attention's Wq, Wk, Wv, Wo instead ({} for a block without one)."""
     prefix = "layer.0." if fam in ("bert", "roberta") else "layers.0."  # the regexes expect a block's full name
+    cross = ("encoder_attn", "EncDecAttention")
     out = {}
-    for w in WEIGHTS:
-        hits = [m for n, m in block.named_modules() if isinstance(m, nn.Linear) and "encoder_attn" not in n
-                and "EncDecAttention" not in n and re.fullmatch(SUBLAYERS[fam][w], prefix + n)]
+    for w in (WEIGHTS if part == "self" else WEIGHTS[:4]):
+        hits = [m for n, m in block.named_modules() if isinstance(m, nn.Linear)
+                and any(c in n for c in cross) == (part == "cross") and re.fullmatch(SUBLAYERS[fam][w], prefix + n)]
+        if part == "cross" and not hits:
+            return {}
         if len(hits) != 1:
             raise UserError(f"{type(block).__name__}: found {len(hits)} {w} matrices, expected one")
         out[w] = hits[0]

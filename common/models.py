@@ -158,6 +158,7 @@ class TaskModel(nn.Module):
         self.position_offset = 0  # set by methods whose prefixes shift the input's positions (P-Tuning v2)
         self.label_smoothing = 0.0  # of every cross-entropy loss; the trainer sets it from trainer.label_smoothing
         self.token_encoder: nn.Module | None = None  # set by methods that replace the backbone's token states (LST)
+        self.side_lm: nn.Module | None = None  # set by methods that compute a seq2seq LM's logits themselves (LST, T5)
         self.before_training: list = []  # callables(train items, spec, tokenizer) run by the trainer first (LST's Fisher init)
         self.aux_losses: list = []  # methods' extra loss terms (callables -> scalar), added in training (fusion's V regulariser)
         H = arch.hidden_size(backbone)
@@ -225,6 +226,13 @@ class TaskModel(nn.Module):
         self.target_std.fill_(max(t.std(unbiased=False).item(), 1e-6))
 
     def _lm_forward(self, embeds, mask, labels, P):
+        if self.side_lm is not None:  # LST's side encoder-decoder: logits from the frozen LM head
+            if labels is None:
+                return {"loss": None, "logits": None}
+            logits = self.side_lm(embeds, mask, labels)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                   label_smoothing=self.label_smoothing)
+            return {"loss": loss, "logits": None}
         if self.kind == "causal" and P and labels is not None:
             labels = F.pad(labels, (P, 0), value=-100)  # no loss on prompt positions
         out = self.backbone(inputs_embeds=embeds, attention_mask=mask, labels=labels)
@@ -248,7 +256,11 @@ class TaskModel(nn.Module):
         dev = next(self.parameters()).device
         ids, mask = torch.tensor(rows, device=dev), torch.tensor(masks, device=dev)
         embeds, mask, _ = self.embed(ids, mask)
-        out = self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=pad_id, **gen_kwargs)
+        if self.side_lm is not None:
+            out = self.side_lm.generate(embeds, mask, pad_id, **gen_kwargs)
+        else:
+            out = self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=pad_id,
+                                         **gen_kwargs)
         return [[t for t in seq if t != pad_id] for seq in out.tolist()]
 
 

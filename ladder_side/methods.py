@@ -9,6 +9,8 @@ the BART encoder):
     for each kept layer i:  s = block_i( g_i * s + (1 - g_i) * down_i(h_i) ),  g_i = sigmoid(alpha_i / T)
     out = up(LN(s))                               # (B, L, d) -> the task head (the model's pooling)
 
+T5 (generation tasks): a side encoder and a side decoder, ``ladder_side/t5.py``.
+
 Side blocks are the backbone's block type with every width divided by r (``reduction_factor``; head count
 kept). ``side_layers`` keeps a subset of layers (1-based; a dropped layer has no block and no ladder). Init:
 ``fisher`` keeps, per side block, the backbone block's rows / columns with the largest empirical Fisher
@@ -80,19 +82,31 @@ def side_config(config, r: int):
     return c
 
 
+def kept_layers(side_layers: Optional[list[int]], n: int) -> list[int]:
+    """The 1-based layers (of ``n``) that keep a side block and a ladder, validated and sorted."""
+    kept = list(range(1, n + 1)) if side_layers is None else list(side_layers)
+    if not kept:
+        raise UserError("lst: side_layers is empty; keep at least one layer (1-based), or null for all")
+    bad = [i for i in kept if not 1 <= i <= n]
+    if bad or len(set(kept)) != len(kept):
+        raise UserError(f"lst: side_layers {kept} must be distinct layers in 1..{n} (this backbone has {n})")
+    return sorted(kept)
+
+
+def ladder_mix(gate: str, g: torch.Tensor, i: int, s: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """The input of side block i: g_i * s + (1 - g_i) * down_i(h_i), or s + down_i(h_i) for ``gate=sum``."""
+    if gate == "sum":
+        return s + down
+    gi = g[i] if gate == "learned" else 0.5
+    return gi * s + (1 - gi) * down
+
+
 class LadderSide(nn.Module):
     """The side network with its ladders and gates: word embeddings (B, L, d) -> token states (B, L, d)."""
 
     def __init__(self, backbone: nn.Module, cfg: LSTConfig):
         super().__init__()
-        n = len(arch.encoder_blocks(backbone))
-        kept = list(range(1, n + 1)) if cfg.side_layers is None else list(cfg.side_layers)
-        if not kept:
-            raise UserError("lst: side_layers is empty; keep at least one layer (1-based), or null for all")
-        bad = [i for i in kept if not 1 <= i <= n]
-        if bad or len(set(kept)) != len(kept):
-            raise UserError(f"lst: side_layers {kept} must be distinct layers in 1..{n} (this backbone has {n})")
-        self.kept = sorted(kept)
+        self.kept = kept_layers(cfg.side_layers, len(arch.encoder_blocks(backbone)))
         self.backbone = [backbone]  # a list: not a submodule (never trained, never saved with the side network)
         self.config = side_config(backbone.config, cfg.reduction_factor)
         d, ds = arch.hidden_size(backbone), arch.hidden_size_of(self.config)
@@ -147,42 +161,60 @@ class LadderSide(nn.Module):
         block_mask = arch.bidirectional_mask(self.config, s, mask)
         g = self.gates()
         for i, (block, ladder) in enumerate(zip(self.blocks, self.ladders)):
-            down = ladder(hs[i + 1])  # (B, L, d/r)
-            if self.gate == "sum":
-                x = s + down
-            else:
-                gi = g[i] if self.gate == "learned" else 0.5
-                x = gi * s + (1 - gi) * down
+            x = ladder_mix(self.gate, g, i, s, ladder(hs[i + 1]))  # ladder: (B, L, d) -> (B, L, d/r)
             s = arch.run_block(block, x, block_mask)  # (B, L, d/r)
         return self.up(self.norm(s))  # (B, L, d)
+
+    def stacks(self) -> list[tuple[list[nn.Module], list[int], nn.ModuleList]]:
+        """(backbone blocks, kept layers, side blocks) per stack, for the init."""
+        return [(arch.encoder_blocks(self.backbone[0]), self.kept, self.blocks)]
 
 
 # ----------------------------------------------------------------------------- init from the backbone
 def _block_norms(block: nn.Module) -> list[nn.Module]:
-    """The block's two LayerNorms (after attention, after the FFN), in order."""
-    return [m for m in block.modules() if isinstance(m, nn.LayerNorm)]
+    """The block's LayerNorms (BERT / BART LayerNorm, T5's RMS norm), in order."""
+    return [m for m in block.modules() if type(m).__name__.endswith("LayerNorm")]
 
 
-def row_scores(block: nn.Module, fam: str, fisher: dict[int, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+def row_scores(weights: dict[str, nn.Linear], fisher: dict[int, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Per output row of each matrix: summed Fisher information (grad^2) or, without it, summed |W|."""
     out = {}
-    for w, lin in arch.block_weights(block, fam).items():
+    for w, lin in weights.items():
         t = fisher[id(lin.weight)] if fisher is not None else lin.weight.detach().abs()
         out[w] = t.sum(1)  # (rows,)
     return out
 
 
+def _heads_rows(sc: dict[str, torch.Tensor], heads: int, r: int) -> torch.Tensor:
+    """Attention inner dims kept: q/k/v rows ranked jointly within each head, head_dim / r per head."""
+    hd = sc["Wq"].numel() // heads
+    qkv = (sc["Wq"] + sc["Wk"] + sc["Wv"]).view(heads, hd)
+    return torch.cat([h * hd + qkv[h].topk(hd // r).indices.sort().values for h in range(heads)])
+
+
 def select(block: nn.Module, fam: str, fisher, heads: int, r: int) -> dict[str, torch.Tensor]:
-    """Indices kept from one backbone block: residual dims (d/r), attention dims (heads x head_dim/r), FFN dims."""
-    sc = row_scores(block, fam, fisher)
+    """Indices kept from one backbone block: residual dims (d/r), attention dims (heads x head_dim/r), FFN dims
+    (and ``cross``: a decoder block's cross-attention dims)."""
+    sc = row_scores(arch.block_weights(block, fam), fisher)
     d = sc["Wo"].numel()
-    hd = d // heads
-    qkv = (sc["Wq"] + sc["Wk"] + sc["Wv"]).view(heads, hd)  # ranked jointly, within each head
-    keep_h = hd // r
-    attn = torch.cat([h * hd + qkv[h].topk(keep_h).indices.sort().values for h in range(heads)])
-    resid = (sc["Wo"] + sc["W2"]).topk(d // r).indices.sort().values
-    ffn = sc["W1"].topk(sc["W1"].numel() // r).indices.sort().values
-    return {"resid": resid, "attn": attn, "ffn": ffn}
+    out = {"resid": (sc["Wo"] + sc["W2"]).topk(d // r).indices.sort().values, "attn": _heads_rows(sc, heads, r),
+           "ffn": sc["W1"].topk(sc["W1"].numel() // r).indices.sort().values}
+    cross = arch.block_weights(block, fam, "cross")
+    if cross:
+        out["cross"] = _heads_rows(row_scores(cross, fisher), heads, r)
+    return out
+
+
+ROWS_COLS = {"Wq": ("attn", "resid"), "Wk": ("attn", "resid"), "Wv": ("attn", "resid"),
+             "Wo": ("resid", "attn"), "W1": ("ffn", "resid"), "W2": ("resid", "ffn")}
+
+
+def _copy(a: dict[str, nn.Linear], b: dict[str, nn.Linear], ix: dict[str, torch.Tensor], attn: str) -> None:
+    for w in b:
+        rows, cols = (attn if k == "attn" else k for k in ROWS_COLS[w])
+        b[w].weight.copy_(a[w].weight[ix[rows]][:, ix[cols]])
+        if b[w].bias is not None:  # T5 has no biases
+            b[w].bias.copy_(a[w].bias[ix[rows]])
 
 
 @torch.no_grad()
@@ -190,34 +222,39 @@ def init_from_backbone(side: LadderSide, fisher: dict[int, torch.Tensor] | None,
     """Copy each kept backbone block's selected rows / columns into its side block; returns the selections."""
     bb = side.backbone[0]
     heads, fam = arch.attention_shape(bb)[0], arch.family(bb)
-    blocks = arch.encoder_blocks(bb)
     chosen = []
-    for i, sblock in zip(side.kept, side.blocks):
-        src = blocks[i - 1]
-        ix = select(src, fam, fisher, heads, r)
-        a, b = arch.block_weights(src, fam), arch.block_weights(sblock, fam)
-        rows_cols = {"Wq": ("attn", "resid"), "Wk": ("attn", "resid"), "Wv": ("attn", "resid"),
-                     "Wo": ("resid", "attn"), "W1": ("ffn", "resid"), "W2": ("resid", "ffn")}
-        for w, (rows, cols) in rows_cols.items():
-            b[w].weight.copy_(a[w].weight[ix[rows]][:, ix[cols]])
-            b[w].bias.copy_(a[w].bias[ix[rows]])
-        for na, nb in zip(_block_norms(src), _block_norms(sblock)):
-            nb.weight.copy_(na.weight[ix["resid"]])
-            nb.bias.copy_(na.bias[ix["resid"]])
-        chosen.append(ix)
+    for blocks, kept, side_blocks in side.stacks():
+        for i, sblock in zip(kept, side_blocks):
+            src = blocks[i - 1]
+            ix = select(src, fam, fisher, heads, r)
+            _copy(arch.block_weights(src, fam), arch.block_weights(sblock, fam), ix, "attn")
+            if "cross" in ix:  # its keys / values read the side encoder's states: columns from the same dims
+                _copy(arch.block_weights(src, fam, "cross"), arch.block_weights(sblock, fam, "cross"), ix, "cross")
+            for na, nb in zip(_block_norms(src), _block_norms(sblock)):
+                nb.weight.copy_(na.weight[ix["resid"]])
+                if getattr(nb, "bias", None) is not None:
+                    nb.bias.copy_(na.bias[ix["resid"]])
+            chosen.append(ix)
+        rel = [m for m in (blocks[0].modules()) if type(m).__name__ == "Embedding"]  # T5's relative position bias
+        if rel:  # (buckets, heads): the head count is kept, so the backbone's table fits as it is
+            [m for m in side_blocks[0].modules() if type(m).__name__ == "Embedding"][0].weight.copy_(rel[0].weight)
     return chosen
 
 
 def empirical_fisher(model: TaskModel, items: list[dict], spec, tok, n: int) -> dict[int, torch.Tensor]:
     """Sum over ``n`` training examples (batch 1) of the squared gradient of the task loss w.r.t. every
-    backbone weight matrix, through the backbone and the model's (fresh) head, the side network bypassed."""
+    backbone weight matrix, through the backbone and the model's (fresh) head or its own LM head (T5), the
+    side network bypassed."""
     from common.data import Collator
 
-    bb = model.backbone
-    mats = [lin.weight for blk in arch.encoder_blocks(bb) for lin in arch.block_weights(blk, arch.family(bb)).values()]
+    bb, fam = model.backbone, arch.family(model.backbone)
+    blocks = arch.encoder_blocks(bb) + (arch.decoder_blocks(bb) if model.side_lm is not None else [])
+    mats = [lin.weight for blk in blocks for part in ("self", "cross")
+            for lin in arch.block_weights(blk, fam, part).values()]
     fisher = {id(w): torch.zeros_like(w) for w in mats}
     was = [w.requires_grad for w in mats]
-    side, model.token_encoder = model.token_encoder, None  # the backbone's own states feed the head
+    side = model.token_encoder, model.side_lm
+    model.token_encoder = model.side_lm = None  # the backbone's own states feed the head / its LM head
     collate = Collator(tok.pad_token_id, spec.task_type)
     bb.eval()
     try:
@@ -230,7 +267,7 @@ def empirical_fisher(model: TaskModel, items: list[dict], spec, tok, n: int) -> 
                 if g is not None:
                     fisher[id(w)] += g.detach() ** 2
     finally:
-        model.token_encoder = side
+        model.token_encoder, model.side_lm = side
         for w, r in zip(mats, was):
             w.requires_grad_(r)
     return fisher
@@ -250,14 +287,25 @@ def check_options(cfg: LSTConfig) -> None:
 def attach_lst(model: TaskModel, cfg: LSTConfig) -> None:
     """Freeze the backbone; the side network (+ ladders, gates, up-projection) and the head train."""
     check_options(cfg)
-    if arch.lm_kind(model.backbone) == "causal" or model.task_type == "generation":
-        raise UserError("lst: the side network here covers encoders (BERT, RoBERTa, MiniLM, the BART encoder) for "
-                        "classification, regression and tagging")
-    if model.pooling == "eos":
-        raise UserError("lst: pooling=eos reads BART's decoder, which has no side network; use model.pooling=mean")
-    train_only(model, lambda n, p: False)
-    side = LadderSide(model.backbone, cfg)
-    model.token_encoder = side
+    fam, generation = arch.family(model.backbone), model.task_type == "generation"
+    if fam == "t5" and generation:
+        from ladder_side.t5 import T5LadderSide
+
+        if cfg.cache_backbone:
+            raise UserError("lst: cache_backbone covers the encoder path; T5's decoder states depend on the "
+                            "targets, so the T5 side network runs uncached (method.cache_backbone=false)")
+        train_only(model, lambda n, p: False)
+        side = model.side_lm = T5LadderSide(model.backbone, cfg)
+    elif fam in ("t5", "gpt2") or generation:
+        raise UserError(f"lst: {fam} with a {model.task_type} task has no side network here. Supported: encoders "
+                        "(BERT, RoBERTa, MiniLM, the BART encoder) for classification, regression and tagging; "
+                        "T5 (encoder + decoder) for generation tasks")
+    else:
+        if model.pooling == "eos":
+            raise UserError("lst: pooling=eos reads BART's decoder, which has no side network; use "
+                            "model.pooling=mean")
+        train_only(model, lambda n, p: False)
+        side = model.token_encoder = LadderSide(model.backbone, cfg)
     if cfg.init == "magnitude":
         init_from_backbone(side, None, cfg.reduction_factor)
     elif cfg.init == "fisher":
@@ -266,6 +314,5 @@ def attach_lst(model: TaskModel, cfg: LSTConfig) -> None:
             init_from_backbone(side, fisher, cfg.reduction_factor)
 
         model.before_training.append(fisher_init)
-    for p in side.parameters():
-        p.requires_grad_(True)
-    side.alpha.requires_grad_(cfg.gate == "learned")
+    for n, p in side.named_parameters():
+        p.requires_grad_(not n.endswith("alpha") or cfg.gate == "learned")  # fixed / sum gates do not train
