@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from common.paths import REPO_ROOT
 
@@ -21,12 +22,20 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     # the tuning seed is never reported; reported seeds ran only at the chosen lr
     report = main[main.role == "report"]
     assert report.selected.all() and 1 not in set(report.seed) and set(main[main.role == "tune"].seed) == {1}
+    # the experiment files define the sweeps (the drivers read them)
+    depth_cfg, reparam_cfg = (OmegaConf.load(REPO_ROOT / "conf" / "experiment" / f"ptv2_{e}.yaml").sweep.settings
+                              for e in ("depth", "reparam"))
+    spans = [tuple(int(x) for x in s["method.layers"].split("-")) for s in depth_cfg]
     depth = pd.read_csv(d / "depth.csv")
     assert {"order", "n_layers", "still_improving"} <= set(depth.columns)
-    for order in ("ascending", "descending"):
-        assert sorted(depth[depth.order == order].n_layers.unique()) == [1, 2, 3, 4, 5, 6]
+    asc = sorted({b - a + 1 for a, b in spans if a == 1})
+    desc = sorted({b - a + 1 for a, b in spans if b == 6})
+    assert sorted(depth[depth.order == "ascending"].n_layers.unique()) == asc and len(asc) >= 3
+    assert sorted(depth[depth.order == "descending"].n_layers.unique()) == desc and len(desc) >= 3
     reparam = pd.read_csv(d / "reparam.csv")
-    assert set(reparam.reparam) == {"embedding", "mlp"} and sorted(reparam.prompt_len.unique()) == [1, 4, 16, 64]
+    lengths = sorted({s["method.prefix_len"] for s in reparam_cfg})
+    assert set(reparam.reparam) == {"embedding", "mlp"} and sorted(reparam.prompt_len.unique()) == lengths
+    assert 16 in lengths and len(lengths) >= 3
     # one lr per parameterisation, chosen at length 16 and shared by every length
     choice = pd.read_csv(d / "reparam_lr_choice.csv", keep_default_na=False)
     assert len(choice) == 2 and all("method.prefix_len=16" in s for s in choice.setting)
