@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -103,7 +104,8 @@ def write_csv(rows: list[dict], out: Path) -> None:
 
     env = environment()
     df = pd.DataFrame(rows).assign(commit=(git_state()["commit"] or "")[:12], dirty=git_state()["dirty"],
-                                   device="cpu", torch=env["packages"]["torch"], platform=env["platform"])
+                                   device="cpu", torch=env["packages"]["torch"], platform=env["platform"],
+                                   loadavg_1m=os.getloadavg()[0])  # other work on the machine slows timings
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     write_atomic(out, buf.getvalue())

@@ -142,6 +142,20 @@ def test_save_load_reproduces_outputs_and_writes_only_side_and_head(tmp_path):
         assert torch.equal(m(batch)["logits"], fresh(batch)["logits"])
 
 
+@pytest.mark.parametrize("dropout,maps_kept", [(0.0, False), (None, True)])
+def test_side_attention_without_dropout_keeps_no_attention_maps_for_backward(dropout, maps_kept):
+    m, tok = _model("tiny-bert", side_attention_dropout=dropout)
+    assert m.token_encoder.config.attention_probs_dropout_prob == (0.0 if dropout == 0.0 else 0.1)
+    batch = _batch(tok)
+    L = batch["input_ids"].size(1)
+    shapes = []
+    m.train()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        m(batch)["loss"].backward()
+    heads = m.backbone.config.num_attention_heads
+    assert ((2, heads, L, L) in shapes) == maps_kept  # (B, heads, L, L): only the math path stores the maps
+
+
 def test_bad_input_is_a_clear_error():
     with pytest.raises(UserError, match="must divide"):
         _model("tiny-bert", reduction_factor=3)
@@ -151,6 +165,8 @@ def test_bad_input_is_a_clear_error():
         _model("tiny-bert", side_layers=[])
     with pytest.raises(UserError, match="gate="):
         _model("tiny-bert", gate="maybe")
+    with pytest.raises(UserError, match=r"side_attention_dropout must be in \[0, 1\)"):
+        _model("tiny-bert", side_attention_dropout=1.5)
 
 
 # ----------------------------------------------------------------------------- T5: side encoder + side decoder

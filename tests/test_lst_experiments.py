@@ -42,3 +42,17 @@ def test_the_ablation_tunes_one_lr_at_the_default_for_all_nine_settings(tmp_path
     assert len(sw.cells) == 9 and len(sw.tune_cells()) == 1
     plan = sw.planned()
     assert sum(r["phase"] == "tune" for r in plan) == 4 and sum(r["phase"] == "report" for r in plan) == 27
+
+
+def test_benchmark_writes_both_targets_with_the_side_dropout_variant(tmp_path):
+    out = tmp_path / "lst.csv"
+    p = subprocess.run([sys.executable, "-m", "ladder_side.bench", "--seq-len", "16", "--batch-size", "2",
+                        "--batches", "1", "--repeats", "1", "--out", str(out)], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = pd.read_csv(out)
+    ratios = df[df.method == "ratio"].set_index("metric")["value"]
+    assert set(ratios.index) == {"memory_ratio_lst_over_ft", "memory_ratio_lst_attn_dropout_over_ft",
+                                 "epoch_time_ratio_lst_cached_over_ft"}
+    assert 0 < ratios["memory_ratio_lst_over_ft"] <= ratios["memory_ratio_lst_attn_dropout_over_ft"] < 1
+    assert "loadavg_1m" in df
