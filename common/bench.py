@@ -97,7 +97,9 @@ def in_subprocess(module: str, args: list[str]) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def write_csv(rows: list[dict], out: Path) -> None:
+def write_csv(rows: list[dict], out: Path, previous=None) -> None:
+    """``rows`` with this run's commit / environment / load columns, after ``previous`` (a DataFrame of earlier
+    rows that keep their own columns), written atomically."""
     import pandas as pd
 
     from .records import environment, git_state, write_atomic
@@ -106,6 +108,8 @@ def write_csv(rows: list[dict], out: Path) -> None:
     df = pd.DataFrame(rows).assign(commit=(git_state()["commit"] or "")[:12], dirty=git_state()["dirty"],
                                    device="cpu", torch=env["packages"]["torch"], platform=env["platform"],
                                    loadavg_1m=os.getloadavg()[0])  # other work on the machine slows timings
+    if previous is not None:
+        df = pd.concat([previous, df], ignore_index=True)
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     write_atomic(out, buf.getvalue())

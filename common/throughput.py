@@ -5,6 +5,7 @@ sequence lengths, with 1 and 2 threads. Writes ``results/bench/throughput.csv`` 
 
     python -m common.throughput                       # every method, lengths 16 32 64 128, threads 1 2
     python -m common.throughput --methods lora --lengths 32 --threads 1 --out /tmp/t.csv
+    python -m common.throughput --methods adapter lst --update   # add / replace these methods' rows only
 
 Each (method, length, threads) is measured in a fresh process (common.bench's ``measure_one``): full
 optimiser steps on a fixed batch of exactly that length, after warm-up. Measure on an idle machine:
@@ -28,6 +29,8 @@ METHODS: dict[str, dict] = {
     "prompt_tuning": {"name": "prompt_tuning", "prompt_len": 20},
     "deep_prompt": {"name": "deep_prompt", "prefix_len": 16},
     "lora": {"name": "lora", "r": 8, "alpha": 16, "weights": ["Wq", "Wv"]},
+    "adapter": {"name": "adapter", "config": "pfeiffer", "reduction_factor": 16},
+    "lst": {"name": "lst", "reduction_factor": 8, "init": "random"},
 }
 EVAL = "eval"  # forward only, no grad: dev / test evaluation
 OUT = RESULTS_DIR / "bench" / "throughput.csv"
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--update", action="store_true",
+                    help="keep --out's rows of the methods not measured now (with their own commit / load columns)")
     ap.add_argument("--one", nargs=3, metavar=("METHOD", "LEN", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
@@ -82,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"bench": "eval" if m == EVAL else "train_step", "method": m, "seq_len": L,
                              "threads": threads, "batch_size": a.batch_size, "metric": "examples_per_s",
                              "value": round(r["examples_per_s"], 2)})
-    write_csv(rows, a.out)
+    previous = None
+    if a.update and a.out.is_file():
+        import pandas as pd
+
+        old = pd.read_csv(a.out)
+        previous = old[~old.method.isin(a.methods)]
+    write_csv(rows, a.out, previous)
     return 0
 
 

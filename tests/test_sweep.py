@@ -154,3 +154,26 @@ def test_plan_predicts_from_lengths_and_throughput_and_marks_done_runs(tmp_path,
     df, title = P.plan_frame(base)
     assert (df.status == "done").sum() == 1 and df[df.status == "done"].measured_s.iloc[0] == 123.0
     assert "measured CPU-h" in P.summary(df, title, 2)
+
+
+def test_throughput_update_replaces_only_the_measured_methods_rows(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from common.paths import REPO_ROOT
+
+    out = tmp_path / "t.csv"
+    old = pd.DataFrame([{"bench": "train_step", "method": m, "seq_len": 16, "threads": 1, "batch_size": 4,
+                         "metric": "examples_per_s", "value": -1.0, "commit": "old"} for m in ("full_ft", "head_only")])
+    old.to_csv(out, index=False)
+    p = subprocess.run([sys.executable, "-m", "common.throughput", "--methods", "head_only", "--lengths", "16",
+                        "--threads", "1", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--out", str(out),
+                        "--update"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    df = pd.read_csv(out)
+    assert len(df) == 2
+    kept, new = df[df.method == "full_ft"].iloc[0], df[df.method == "head_only"].iloc[0]
+    assert kept.value == -1.0 and kept.commit == "old"
+    assert new.value > 0 and new.commit != "old" and new.loadavg_1m >= 0
