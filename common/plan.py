@@ -187,14 +187,52 @@ def summary(df: pd.DataFrame, title: str, jobs: int) -> str:
     return "\n".join(lines)
 
 
+def overview(root: Path = RESULTS_DIR) -> str:
+    """Every committed plan (``results/*/*plan.csv``) in one table: predicted and measured CPU-hours, runs done.
+    The plans are as saved (``--save``); re-save one to refresh its done / measured columns."""
+    rows = []
+    for path in sorted(root.glob("*/*plan.csv")):
+        df = pd.read_csv(path)
+        name = f"{path.parent.name}/{path.stem.removesuffix('_plan')}"
+        if "predicted_s" in df:  # a sweep's plan
+            done = df[df.status == "done"]
+            rows.append({"plan": name, "runs": len(df), "done": len(done),
+                         "predicted CPU-h": df.predicted_s.sum() / 3600,
+                         "predicted CPU-h, done": done.predicted_s.sum() / 3600,
+                         "measured CPU-h, done": done.measured_s.sum() / 3600 if len(done) else float("nan")})
+        else:  # a driver's own plan (IPT): stage invocations, no per-run status
+            rows.append({"plan": name, "runs": len(df), "done": float("nan"),
+                         "predicted CPU-h": df.predicted_cpu_h.sum(), "predicted CPU-h, done": float("nan"),
+                         "measured CPU-h, done": float("nan")})
+    out = pd.DataFrame(rows)
+    total = out.sum(numeric_only=True).to_dict()
+    out = pd.concat([out, pd.DataFrame([{"plan": "total", **total}])], ignore_index=True)
+    fmt = out.copy()
+    for c in ("predicted CPU-h", "predicted CPU-h, done", "measured CPU-h, done"):
+        fmt[c] = [f"{v:.1f}" if v == v else "—" for v in out[c]]
+    for c in ("runs", "done"):
+        fmt[c] = [f"{int(v)}" if v == v else "—" for v in out[c]]
+    return ("Committed plans (upper bounds where early stopping applies; `python -m common.plan --overview`):\n\n"
+            + markdown(fmt))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("overrides", nargs="+", help="experiment=<name> and any Hydra overrides")
+    ap.add_argument("overrides", nargs="*", help="experiment=<name> and any Hydra overrides")
+    ap.add_argument("--overview", action="store_true",
+                    help="every committed plan in one table -> results/common/plans_overview.md")
     ap.add_argument("--jobs", type=int, default=2, help="parallel one-thread workers (the drivers' default)")
     ap.add_argument("--save", action="store_true", help="write results/<paper>/<experiment>_plan.{csv,md}")
     ap.add_argument("--runs", action="store_true", help="print every run, not only the summary")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if a.overview:
+        from .records import write_atomic
+
+        text = overview()
+        write_atomic(RESULTS_DIR / "common" / "plans_overview.md", text + "\n")
+        print(text)
+        return 0
     try:
         df, title = plan_frame(a.overrides, a.jobs)
     except UserError as e:

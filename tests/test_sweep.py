@@ -177,3 +177,20 @@ def test_throughput_update_replaces_only_the_measured_methods_rows(tmp_path):
     kept, new = df[df.method == "full_ft"].iloc[0], df[df.method == "head_only"].iloc[0]
     assert kept.value == -1.0 and kept.commit == "old"
     assert new.value > 0 and new.commit != "old" and new.loadavg_1m >= 0
+
+
+def test_plan_overview_sums_every_committed_plan(tmp_path):
+    import pandas as pd
+
+    from common.plan import overview
+
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "ipt").mkdir()
+    pd.DataFrame({"predicted_s": [3600.0, 7200.0], "status": ["done", "todo"], "measured_s": [5400.0, None]}) \
+        .to_csv(tmp_path / "lora" / "glue_plan.csv", index=False)
+    pd.DataFrame({"phase": ["a"], "predicted_cpu_h": [2.5]}).to_csv(tmp_path / "ipt" / "plan.csv", index=False)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in overview(tmp_path).splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["lora/glue"] == ["2", "1", "3.0", "1.0", "1.5"]
+    assert rows["ipt/plan"] == ["1", "—", "2.5", "—", "—"]
+    assert rows["total"][2] == "5.5"
