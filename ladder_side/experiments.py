@@ -1,6 +1,6 @@
 """Run LST's experiments at small scale and write their CSVs (``results/ladder_side/``).
 
-    python -m ladder_side.experiments glue       # LST and prompt tuning on STS-B, CoLA (+ the other papers' rows)
+    python -m ladder_side.experiments glue       # LST on STS-B, CoLA (+ the other papers' rows)
     python -m ladder_side.experiments ablation   # gate / init / layer dropping / r, one factor at a time (STS-B)
     python -m ladder_side.experiments cache      # cached vs uncached backbone (STS-B), at glue's lr
     python -m ladder_side.experiments all --jobs 2

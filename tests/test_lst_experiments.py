@@ -17,7 +17,7 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
         assert p.returncode == 0, p.stderr[-3000:]
     d = out / "ladder_side"
     glue = pd.read_csv(d / "glue.csv")
-    assert set(glue.method) == {"lst", "prompt_tuning"} and 1 not in set(glue[glue.role == "report"].seed)
+    assert set(glue.method) == {"lst"} and 1 not in set(glue[glue.role == "report"].seed)
     cache = pd.read_csv(d / "cache.csv")
     assert set(cache["method.cache_backbone"]) == {True, False}
     p = subprocess.run([sys.executable, "-m", "ladder_side.plots", str(d)], cwd=REPO_ROOT, capture_output=True,
