@@ -58,6 +58,30 @@ def measure(name: str, seq_len: int, batch_size: int, n_batches: int) -> dict:
     return out
 
 
+def table(df) -> str:
+    """The ratios against their targets, and the medians they come from (MiB, s), as markdown."""
+    import pandas as pd
+
+    from common.plots import markdown
+
+    r = df[df.method == "ratio"]
+    first = r.iloc[0]
+    lines = [f"MiniLM, batch {int(first.batch_size)} x length {int(first.seq_len)}, commit {first.commit}, "
+             f"1-minute load average {first.loadavg_1m:.1f} on {first.platform.split('-')[0]}:", "",
+             "| ratio | measured | target | met |", "|---|---:|---:|---|"]
+    for row in r.itertuples():
+        lines.append(f"| {row.metric} | {row.value:.3f} | {row.target:g} | {'yes' if row.value <= row.target else 'no'} |")
+    runs = df[df.method != "ratio"]
+    med = runs.groupby(["method", "metric"])["value"].median().unstack()
+    cols = [c for c in ("total_bytes", "activation_bytes", "epoch1_s", "epoch2_s") if c in med]
+    med = med[cols].copy()
+    for c in cols:
+        med[c] = [f"{v / 2**20:.0f}" if c.endswith("bytes") else f"{v:.1f}" for v in med[c]]
+    med.columns = [c.replace("_bytes", " MiB").replace("_s", " s") for c in cols]
+    lines += ["", markdown(pd.DataFrame(med).reset_index())]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
@@ -68,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "bench" / "ladder_side.csv")
     ap.add_argument("--one", metavar="CONFIG", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    ap.add_argument("--table-only", action="store_true", help="only rewrite the .md table from the CSV at --out")
     a = ap.parse_args(argv)
+    if a.table_only:
+        from common.records import write_atomic
+
+        write_atomic(a.out.with_suffix(".md"), table(pd.read_csv(a.out)) + "\n")
+        return 0
     if a.one:
         print(json.dumps(measure(a.one, a.seq_len, a.batch_size, a.batches)))
         return 0
@@ -90,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"method": "ratio", "seq_len": a.seq_len, "batch_size": a.batch_size, "repeat": -1,
                      "metric": metric, "value": value, "target": target})
     write_csv(rows, a.out)
+    from common.records import write_atomic
+
+    write_atomic(a.out.with_suffix(".md"), table(pd.read_csv(a.out)) + "\n")
     return 0
 
 

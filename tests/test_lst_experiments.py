@@ -56,3 +56,5 @@ def test_benchmark_writes_both_targets_with_the_side_dropout_variant(tmp_path):
                                  "epoch_time_ratio_lst_cached_over_ft"}
     assert 0 < ratios["memory_ratio_lst_over_ft"] <= ratios["memory_ratio_lst_attn_dropout_over_ft"] < 1
     assert "loadavg_1m" in df
+    md = out.with_suffix(".md").read_text()
+    assert "| memory_ratio_lst_over_ft |" in md and "| lst_cached |" in md
