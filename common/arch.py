@@ -220,7 +220,7 @@ def t5_masks(config, states: torch.Tensor, mask: torch.Tensor, enc_states: torch
     if config.is_decoder:
         own = create_causal_mask(config=config, inputs_embeds=states, attention_mask=mask, past_key_values=None)
     else:
-        own = create_bidirectional_mask(config=config, inputs_embeds=states, attention_mask=mask)
+        own = bidirectional_mask(config, states, mask)
     cross = None if enc_states is None else create_bidirectional_mask(
         config=config, inputs_embeds=states, attention_mask=enc_mask, encoder_hidden_states=enc_states)
     return own, cross

@@ -225,14 +225,16 @@ class TaskModel(nn.Module):
         self.target_mean.fill_(t.mean().item())
         self.target_std.fill_(max(t.std(unbiased=False).item(), 1e-6))
 
+    def _token_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Label-smoothed cross-entropy of LM logits (B, T, V) against targets (B, T) with -100 padding."""
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                               label_smoothing=self.label_smoothing)
+
     def _lm_forward(self, embeds, mask, labels, P):
         if self.side_lm is not None:  # LST's side encoder-decoder: logits from the frozen LM head
             if labels is None:
                 return {"loss": None, "logits": None}
-            logits = self.side_lm(embeds, mask, labels)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                                   label_smoothing=self.label_smoothing)
-            return {"loss": loss, "logits": None}
+            return {"loss": self._token_loss(self.side_lm(embeds, mask, labels), labels), "logits": None}
         if self.kind == "causal" and P and labels is not None:
             labels = F.pad(labels, (P, 0), value=-100)  # no loss on prompt positions
         out = self.backbone(inputs_embeds=embeds, attention_mask=mask, labels=labels)
@@ -241,9 +243,7 @@ class TaskModel(nn.Module):
         logits = out.logits  # (B, T, V); the model's own loss has no label smoothing: recompute it
         if self.kind == "causal":
             logits, labels = logits[:, :-1], labels[:, 1:]  # predict token t+1 from position t
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                               label_smoothing=self.label_smoothing)
-        return {"loss": loss, "logits": None}
+        return {"loss": self._token_loss(logits, labels), "logits": None}
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], pad_id: int, **gen_kwargs) -> list[list[int]]:
