@@ -79,6 +79,7 @@ class SweepConfig:
 
     tasks: List[str] = field(default_factory=list)
     methods: List[str] = field(default_factory=list)  # empty = the experiment's own method
+    task_methods: Dict[str, List[str]] = field(default_factory=dict)  # task -> the methods run on it (default: all)
     settings: List[Dict[str, Any]] = field(default_factory=list)  # empty = one setting, no overrides
     seeds: List[int] = field(default_factory=lambda: [2, 3, 4])  # reported
     tune_seed: int = 1  # chooses the lr; never reported

@@ -172,7 +172,14 @@ class Sweep:
         else:
             tasks = (s["smoke_tasks"] or s["tasks"][:1]) if smoke else s["tasks"]
         settings = s["settings"] or [{}]
-        self.cells = [Cell(t, m, dict(st)) for t in tasks for m in self.methods for st in settings]
+        per_task = dict(s["task_methods"])
+        bad = {t: sorted(set(ms) - set(self.methods)) for t, ms in per_task.items() if set(ms) - set(self.methods)}
+        if set(per_task) - set(s["tasks"]) or bad:
+            raise UserError(f"experiment={experiment}: sweep.task_methods names task(s) "
+                            f"{sorted(set(per_task) - set(s['tasks']))} not in sweep.tasks {list(s['tasks'])} or "
+                            f"method(s) {bad} not in sweep.methods {self.methods}")
+        self.cells = [Cell(t, m, dict(st)) for t in tasks for m in self.methods for st in settings
+                      if m in per_task.get(t, self.methods)]
         self.seeds = s["seeds"][:1] if smoke else s["seeds"]
         self.max_extend = min(1, s["max_extend"]) if smoke else s["max_extend"]
 

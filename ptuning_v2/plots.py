@@ -58,11 +58,17 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
         f = summ.pivot(index="task", columns="method", values="still_improving").fillna(False)
         out += ["(a) PT-2 vs PT and vs FT — median test score, difference in points:", "",
                 "| task | FT | PT | PT-2 | PT-2 − PT | PT-2 − FT |", "|---|---:|---:|---:|---:|---:|"]
+        s = s.reindex(columns=["ft", "pt", "pt2"])  # a method a task does not run (PT on STS-B) is a dash
+        f = f.reindex(index=s.index, columns=s.columns).fillna(False)
+
+        def num(v, open_, fmt):
+            return "—" if pd.isna(v) else mark(format(v, fmt), open_)
+
         for task, r in s.iterrows():
             fl = f.loc[task]
-            out.append(f"| {task} | {mark(f'{r.ft:.1f}', fl.ft)} | {mark(f'{r.pt:.1f}', fl.pt)} | "
-                       f"{mark(f'{r.pt2:.1f}', fl.pt2)} | {mark(f'{r.pt2 - r.pt:+.1f}', fl.pt2 or fl.pt)} | "
-                       f"{mark(f'{r.pt2 - r.ft:+.1f}', fl.pt2 or fl.ft)} |")
+            out.append(f"| {task} | {num(r.ft, fl.ft, '.1f')} | {num(r.pt, fl.pt, '.1f')} | "
+                       f"{num(r.pt2, fl.pt2, '.1f')} | {num(r.pt2 - r.pt, fl.pt2 or fl.pt, '+.1f')} | "
+                       f"{num(r.pt2 - r.ft, fl.pt2 or fl.ft, '+.1f')} |")
         out.append("")
     if depth is not None:
         summ = seed_summary(_selected(depth), ["task", "order", "n_layers"])

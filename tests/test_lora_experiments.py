@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from common.paths import REPO_ROOT
 from common.run import run
@@ -25,11 +26,13 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert report.selected.all() and 1 not in set(report.seed)  # the tuning seed is never reported
     abl = pd.read_csv(d / "ablation.csv")
     assert {"weights", "r", "in_budget", "in_rank_sweep", "still_improving"} <= set(abl.columns)
-    assert {"Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"} <= set(abl.weights) and {1, 2, 4, 8, 64} <= set(abl.r)
-    # one lr for every setting, tuned at {Wq, Wv} r 8
-    ch = pd.read_csv(d / "ablation_lr_choice.csv", keep_default_na=False)
-    assert list(ch.setting) == ["method.weights=Wq,Wv;method.r=8"]
-    assert (abl[abl.role == "report"]["lr"] == ch.lr.iloc[0]).all()
+    block = OmegaConf.load(REPO_ROOT / "conf" / "experiment" / "lora_ablation.yaml").sweep
+    assert {(",".join(s["method.weights"]), s["method.r"]) for s in block.settings} == set(zip(abl.weights, abl.r))
+    assert {"Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"} <= set(abl.weights) and {1, 4, 8, 64} <= set(abl.r)
+    # one lr for every setting: the GLUE table's dev choice for LoRA ({Wq, Wv} r 8) on the same task
+    ch = pd.read_csv(d / "glue_lr_choice.csv", keep_default_na=False)
+    lr = ch[(ch.task == "stsb") & (ch.method == "lora")].lr
+    assert len(lr) == 1 and (abl[abl.role == "report"]["lr"] == lr.iloc[0]).all()
     sub = pd.read_csv(d / "subspace.csv")
     assert list(sub.columns[:4]) == ["matrix", "factor", "layer", "comparison"]
     assert sub.phi.between(-1e-9, 1 + 1e-9).all()

@@ -15,10 +15,15 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     d = out / "ptuning_v2"
     main = pd.read_csv(d / "main.csv")
-    assert set(main.method) == {"ft", "pt", "pt2"} and main.selected.any() and "lr" in main
+    block = OmegaConf.load(REPO_ROOT / "conf" / "experiment" / "ptv2_main.yaml").sweep
+    label = {"prompt_tuning": "pt", "deep_prompt": "pt2"}
+    want = {t: {label[m] for m in block.get("task_methods", {}).get(t, block.methods)} for t in main.task.unique()}
+    for t, g in main.groupby("task"):  # FT beside the methods the file runs on that task, nothing else
+        assert set(g.method) == want[t] | {"ft"}, t
+    assert main.selected.any() and "lr" in main
     assert set(main[main.method == "ft"].source) == {"common/calibration"}  # FT: the calibration sweep's runs
     chosen = pd.read_csv(d / "main_lr_choice.csv")
-    assert len(chosen) == main.task.nunique() * 2  # PT and PT-2 tuned here
+    assert len(chosen) == sum(len(v) for v in want.values())  # PT and PT-2 tuned here, per task they run on
     # the tuning seed is never reported; reported seeds ran only at the chosen lr
     report = main[main.role == "report"]
     assert report.selected.all() and 1 not in set(report.seed) and set(main[main.role == "tune"].seed) == {1}

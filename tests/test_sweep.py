@@ -105,8 +105,9 @@ def test_experiment_file_and_driver_agree(experiment):
     report = [r for r in runs if r["phase"] == "report"]
     methods = block.get("methods") or [sw.base["method"]["name"]]
     settings = block.get("settings") or [{}]
-    want = {(t, m, setting_label(st), s) for t in block["tasks"] for m in methods for st in settings
-            for s in block.get("seeds", [2, 3, 4])}
+    per_task = block.get("task_methods", {})
+    want = {(t, m, setting_label(st), s) for t in block["tasks"] for m in per_task.get(t, methods)
+            for st in settings for s in block.get("seeds", [2, 3, 4])}
     got = {(r["cfg"]["task"]["name"], r["cfg"]["method"]["name"], setting_label(r["cell"].setting), r["cfg"]["seed"])
            for r in report}
     assert got == want
@@ -120,6 +121,17 @@ def test_experiment_file_and_driver_agree(experiment):
         assert all(r["cfg"]["seed"] == block.get("tune_seed", 1) for r in runs
                    if r["phase"] == "tune" and r["cfg"]["method"]["name"] == m)
     assert block.get("tune_seed", 1) not in block.get("seeds", [2, 3, 4])
+
+
+def test_task_methods_limits_a_tasks_cells_and_rejects_names_outside_the_sweep():
+    sw = Sweep("ptv2_main", extra=("++sweep.task_methods={stsb: [deep_prompt]}",))
+    cells = {(c.task, c.method) for c in sw.cells}
+    assert ("stsb", "prompt_tuning") not in cells and ("stsb", "deep_prompt") in cells
+    assert {("conll2003", "prompt_tuning"), ("conll2003", "deep_prompt")} <= cells
+    with pytest.raises(UserError, match="task_methods"):
+        Sweep("ptv2_main", extra=("++sweep.task_methods={rte: [deep_prompt]}",))
+    with pytest.raises(UserError, match="task_methods"):
+        Sweep("ptv2_main", extra=("++sweep.task_methods={stsb: [lora]}",))
 
 
 def test_unknown_or_missing_experiment_is_a_clear_error():
