@@ -121,8 +121,10 @@ def _stage_tasks(stage: str, cfg: dict) -> list[tuple[str, str]]:
     return [tuple(j.split(":", 1)) for j in jobs(cfg, split.train, split.test)]
 
 
-def predict(stage: str, cfg: dict, tp, lengths) -> float:
-    """Upper-bound seconds of one stage invocation (maximum steps; one thread)."""
+def predict(stage: str, cfg: dict, tp, lengths, seen: set | None = None) -> float:
+    """Upper-bound seconds of one stage invocation (maximum steps; one thread). ``seen``: IST run ids an
+    earlier invocation already runs (a random subspace's runs on a test task are the same for every split
+    with that task: the decoder is seeded by shape and seed alone), counted once."""
     import numpy as np
 
     P = cfg["prompt"]["len"]
@@ -140,6 +142,12 @@ def predict(stage: str, cfg: dict, tp, lengths) -> float:
             total += (n_evals * sum(ev(x) for x in L["dev"]) if r == "train" else 0) + sum(ev(x) for x in L["test"])
         return total + 30.0
     s = cfg["pt" if stage == "prompt_tuning" else "ist"]
+    if stage == "ist" and seen is not None:
+        from ipt.ist import ist_run_id
+
+        ids = [ist_run_id(cfg, t, r) for r, t in tasks]
+        tasks = [rt for rt, i in zip(tasks, ids) if i not in seen]
+        seen.update(ids)
     for r, t in tasks:
         seed = cfg["ist_seed"] if stage == "ist" and r == "train" and cfg["ist"]["seen_data"] == "diff" else cfg["few_shot_seed"]
         L = lengths(t, seed)
@@ -154,7 +162,7 @@ def plan_frame() -> pd.DataFrame:
     from common.plan import Throughput
 
     tp = Throughput()
-    rows = []
+    rows, seen = [], set()
     for phase, stage, ov in phases(choices()):
         cfg = _compose(ov)
 
@@ -163,8 +171,10 @@ def plan_frame() -> pd.DataFrame:
         def lengths(task, seed, d=d):
             return _lengths(task, seed, d["dir"], d["max_test"], d["max_seq_len"], d["subsample_seed"])
 
-        rows.append({"phase": phase, "stage": stage, "overrides": " ".join(ov), "tasks": len(_stage_tasks(stage, cfg)),
-                     "predicted_cpu_h": round(predict(stage, cfg, tp, lengths) / 3600, 3)})
+        n_seen = len(seen)
+        cpu_h = round(predict(stage, cfg, tp, lengths, seen) / 3600, 3)
+        tasks = len(seen) - n_seen if stage == "ist" else len(_stage_tasks(stage, cfg))  # IST: new runs only
+        rows.append({"phase": phase, "stage": stage, "overrides": " ".join(ov), "tasks": tasks, "predicted_cpu_h": cpu_h})
     return pd.DataFrame(rows)
 
 

@@ -329,3 +329,19 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
     for p, s, ov in runs:
         if s == "ist" and "subspace=learned" in ov or (s == "ist" and p == "tune_ist"):
             assert key(ov) in msf, ov
+
+
+def test_random_subspace_runs_are_shared_across_splits_and_learned_ones_are_not():
+    """The plan counts a random-subspace IST run once: its identity is the decoder's shape and seed, so the
+    same unseen task under random and random_20 is one run; a learned subspace is each split's own MSF."""
+    from ipt.experiments import _compose
+    from ipt.ist import ist_run_id
+
+    ids = {(sp, sub): ist_run_id(_compose([f"+split={sp}", "intrinsic_dim=5", "seed=2", f"subspace={sub}"]),
+                                 "glue-rte", "test")
+           for sp in ("random", "random_20") for sub in ("learned", "random")}
+    assert ids[("random", "random")] == ids[("random_20", "random")]
+    assert ids[("random", "learned")] != ids[("random_20", "learned")]
+    other_seed = ist_run_id(_compose(["+split=random", "intrinsic_dim=5", "seed=3", "subspace=random"]), "glue-rte", "test")
+    other_d = ist_run_id(_compose(["+split=random", "intrinsic_dim=25", "seed=2", "subspace=random"]), "glue-rte", "test")
+    assert len({ids[("random", "random")], other_seed, other_d}) == 3
