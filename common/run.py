@@ -111,6 +111,8 @@ def run(cfg: dict) -> dict:
         "git": records.git_state(),
         "environment": records.environment(),
         "device": out["device"],
+        "precision": ("bf16-autocast" if out["device"].startswith("cuda") and tc["bf16"] and not tc["force_fp32"]
+                      else "fp32"),
         "data_sizes": {role: len(v) for role, v in items.items()},
         **params,
         "steps": out["steps"],

@@ -71,14 +71,14 @@ def evaluate(model: TaskModel, items: list[dict], spec: TaskSpec, tok, cfg: Trai
         order = sorted(range(len(items)), key=lambda i: len(items[i]["prompt_ids"]))
         for s in range(0, len(order), cfg.eval_batch_size):
             chunk = order[s:s + cfg.eval_batch_size]
-            with _autocast(device, cfg.bf16):
+            with _autocast(device, cfg.bf16 and not cfg.force_fp32):
                 out = model.generate([items[i]["prompt_ids"] for i in chunk], tok.pad_token_id, **gen_kwargs)
             for i, ids in zip(chunk, out):
                 preds[i] = tok.decode(ids, skip_special_tokens=True).strip()
         return M.compute(spec.metrics, t, preds, [it["references"] for it in items])
     for batch in loader(items, spec, tok.pad_token_id, cfg.eval_batch_size, shuffle=False):
         batch = _to(batch, device)
-        with _autocast(device, cfg.bf16):
+        with _autocast(device, cfg.bf16 and not cfg.force_fp32):
             logits = model(batch)["logits"].float()
         if t == "regression":
             out = logits.tolist()
@@ -151,7 +151,7 @@ def fit(model: TaskModel, train: list[dict], dev: list[dict], spec: TaskSpec, to
         train_loader.batch_sampler.set_epoch(epoch)
         for batch in train_loader:
             batch = _to(batch, device)
-            with _autocast(device, cfg.bf16):
+            with _autocast(device, cfg.bf16 and not cfg.force_fp32):
                 loss = model(batch)["loss"]
             optimizer_step(loss, params, opt, sched, cfg.max_grad_norm)
             step += 1

@@ -119,3 +119,14 @@ def test_options_added_later_keep_old_run_ids_at_their_neutral_value(tmp_path):
     assert run_id(old) == run_id(cfg)
     changed = {**cfg, "trainer": {**cfg["trainer"], "label_smoothing": 0.1}}
     assert run_id(changed) != run_id(cfg)
+
+
+def test_execution_details_stay_out_of_the_run_identity_and_bf16_does_not(tmp_path):
+    """device, threads and force_fp32 (fp32 on CUDA: what a CPU run computes) do not change what a run
+    computes, so a GPU run with force_fp32 has the CPU run's identity; bf16 autocast does change it."""
+    from common.records import run_id
+
+    cfg = smoke_cfg(tmp_path)
+    same = {**cfg, "trainer": {**cfg["trainer"], "device": "cuda", "num_threads": 8, "force_fp32": True}}
+    assert run_id(same) == run_id(cfg)
+    assert run_id({**cfg, "trainer": {**cfg["trainer"], "bf16": not cfg["trainer"]["bf16"]}}) != run_id(cfg)

@@ -166,6 +166,13 @@ def test_plan_predicts_from_lengths_and_throughput_and_marks_done_runs(tmp_path,
     df, title = P.plan_frame(base)
     assert (df.status == "done").sum() == 1 and df[df.status == "done"].measured_s.iloc[0] == 123.0
     assert "measured CPU-h" in P.summary(df, title, 2)
+    # a run done on a lent GPU is done, but its wall time is no CPU time: reported apart
+    write_record(record_path(sw.planned()[1]["cfg"]), {"status": "completed", "wall_time_s": 30.0, "device": "cuda:0",
+                                                       "primary_metric": "accuracy", "final": {"dev": {"accuracy": 50.0}}})
+    df, title = P.plan_frame(base)
+    done = df[df.status == "done"]
+    assert len(done) == 2 and done.measured_s.sum() == 123.0 and done.gpu_s.sum() == 30.0
+    assert "1 of the runs done ran on a lent GPU" in P.summary(df, title, 2)
 
 
 def test_throughput_update_replaces_only_the_measured_methods_rows(tmp_path):
@@ -198,11 +205,13 @@ def test_plan_overview_sums_every_committed_plan(tmp_path):
 
     (tmp_path / "lora").mkdir()
     (tmp_path / "ipt").mkdir()
-    pd.DataFrame({"predicted_s": [3600.0, 7200.0], "status": ["done", "todo"], "measured_s": [5400.0, None]}) \
+    # one run done on CPU, one on a lent GPU (no CPU time), one to do
+    pd.DataFrame({"predicted_s": [3600.0, 7200.0, 3600.0], "status": ["done", "todo", "done"],
+                  "measured_s": [5400.0, None, None]}) \
         .to_csv(tmp_path / "lora" / "glue_plan.csv", index=False)
     pd.DataFrame({"phase": ["a"], "predicted_cpu_h": [2.5]}).to_csv(tmp_path / "ipt" / "plan.csv", index=False)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in overview(tmp_path).splitlines() if line.startswith("| ") and "---" not in line}
-    assert rows["lora/glue"] == ["2", "1", "3.0", "1.0", "1.5"]
-    assert rows["ipt/plan"] == ["1", "—", "2.5", "—", "—"]
-    assert rows["total"][2] == "5.5"
+    assert rows["lora/glue"] == ["3", "2", "1", "4.0", "1.0", "1.5"]
+    assert rows["ipt/plan"] == ["1", "—", "—", "2.5", "—", "—"]
+    assert rows["total"][3] == "6.5"
