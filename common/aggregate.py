@@ -2,8 +2,10 @@
 
 ``python -m common.aggregate --paper lora --experiment glue`` reads
 ``results/records/lora/glue/*.json`` and writes ``results/lora/glue.csv`` with one row per
-(run, split, metric): ``task, method, seed, split, metric, value, lr, still_improving, trainable_params,
-total_params, n_train, model, scale, commit, wall_time_s, run_id`` plus every config key that varies across the experiment's runs (the swept keys).
+(run, split, metric): ``task, method, seed, split, metric, value, lr, still_improving, best_is_last, late_gain,
+trainable_params, total_params, n_train, model, scale, commit, wall_time_s, run_id`` plus every config key that
+varies across the experiment's runs (the swept keys). ``best_is_last`` is the record's own ``still_improving``;
+the CSV's ``still_improving`` is :func:`common.convergence.still_rising` (best last and still gaining).
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .convergence import of_record
 from .errors import UserError
 from .paths import RECORDS_DIR, RESULTS_DIR
 from .records import flatten, write_atomic
 
-BASE_COLUMNS = ["task", "method", "seed", "split", "metric", "value", "lr", "still_improving", "trainable_params",
-                "total_params", "n_train", "model", "scale", "commit", "wall_time_s", "run_id"]
+BASE_COLUMNS = ["task", "method", "seed", "split", "metric", "value", "lr", "still_improving", "best_is_last",
+                "late_gain", "trainable_params", "total_params", "n_train", "model", "scale", "commit", "wall_time_s", "run_id"]
 # Config keys already in the base columns, or bookkeeping that never counts as "swept".
 _NOT_SWEPT = {"task.name", "method.name", "seed", "model.name", "scale", "paper", "experiment", "records_dir",
               "force", "data.dir", "trainer.progress", "trainer.num_threads", "trainer.device"}
@@ -52,11 +55,14 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
         flat = flatten(r["config"])
+        best_is_last, gain, rising = of_record(r)
         for split, metrics in r["final"].items():
             for metric, value in metrics.items():
                 rows.append({"task": r["task"], "method": r["method"], "seed": r["seed"], "split": split,
                              "metric": metric, "value": value, "lr": flat.get("method.lr"),
-                             "still_improving": r.get("still_improving"), "trainable_params": r["trainable_params"],
+                             "still_improving": rising, "best_is_last": best_is_last,
+                             "late_gain": None if gain is None else round(gain, 3),
+                             "trainable_params": r["trainable_params"],
                              "total_params": r["total_params"], "n_train": r.get("data_sizes", {}).get("train"),
                              "model": r["model"], "scale": r["scale"],
                              "commit": (r["git"].get("commit") or "")[:12], "wall_time_s": r.get("wall_time_s"),

@@ -16,10 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from .paths import RESULTS_DIR
-from .plots import OPEN_NOTE, cell, markdown, selected_runs, seed_summary
+from .plots import OPEN_NOTE, cell, seed_summary, selected_runs
 
-# method -> the sweep whose (mean-pooling) runs are its mean rows
-MEAN_SOURCES = {"full_ft": "common/calibration", "deep_prompt": "ptuning_v2/main", "lora": "lora/glue"}
+# method -> (the sweep whose mean-pooling runs are its mean rows, the method's label in that sweep's CSV: the
+# paper tables name methods as their papers do, e.g. PT-2 is `pt2` in ptuning_v2/main.csv)
+MEAN_SOURCES = {"full_ft": ("common/calibration", "full_ft"), "deep_prompt": ("ptuning_v2/main", "pt2"),
+                "lora": ("lora/glue", "lora")}
 
 
 def _read(rel: str, root: Path) -> pd.DataFrame | None:
@@ -34,11 +36,12 @@ def pooling_frame(root: Path = RESULTS_DIR) -> pd.DataFrame | None:
         return None
     cls = selected_runs(cls).assign(pooling="cls")
     parts = [cls]
-    for method, src in MEAN_SOURCES.items():
+    for method, (src, label) in MEAN_SOURCES.items():
         mean = _read(src, root)
         if mean is not None:
             mean = selected_runs(mean)
-            parts.append(mean[(mean.method == method) & mean.task.isin(cls.task.unique())].assign(pooling="mean"))
+            mean = mean[(mean.method == label) & mean.task.isin(cls.task.unique())]
+            parts.append(mean.assign(method=method, pooling="mean"))
     cols = ["task", "method", "pooling", "seed", "split", "metric", "value", "lr", "still_improving", "run_id"]
     return pd.concat(parts, ignore_index=True)[cols]
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from common.aggregate import load_records
+from common.convergence import of_record
 from common.paths import RECORDS_DIR, RESULTS_DIR
 from common.plots import markdown, mpl
 
@@ -27,6 +28,10 @@ PAPER = {("T_train-diff(IST)", 5): 87.0, ("T_test(IST)", 5): 65.0, ("T_train-dif
          ("T_test(IST)", 250): 83.0}
 
 
+def still_rising(rec: dict) -> bool:
+    return of_record(rec)[2]  # best dev last and still gaining (common.convergence)
+
+
 def pt_frame(root: Path) -> pd.DataFrame:
     """Stage-1 scores per task (seed 2 = the prompts MSF and IST use): PT and zero-shot on test."""
     rows = []
@@ -34,7 +39,7 @@ def pt_frame(root: Path) -> pd.DataFrame:
         m = r["primary_metric"]
         rows.append({"task": r["task"], "seed": r["seed"], "lr": r["config"]["pt"]["lr"], "metric": m,
                      "pt": r["final"]["test"][m], "zero_shot": r["final"]["zero_shot_test"][m],
-                     "pt_dev": r["final"]["dev"][m], "still_improving": r["still_improving"]})
+                     "pt_dev": r["final"]["dev"][m], "still_improving": still_rising(r)})
     return pd.DataFrame(rows)
 
 
@@ -46,14 +51,14 @@ def score_frame(root: Path) -> pd.DataFrame:
         for task, v in r["per_task"].items():
             rows.append({"setting": f"T_{v['role']}(MSF)", "task": task, "split": c["split"]["name"],
                          "d_I": c["intrinsic_dim"], "subspace": "learned", "seed": r["seed"],
-                         "score": v["test"][v["metric"]], "still_improving": r["still_improving"], "run_id": r["run_id"]})
+                         "score": v["test"][v["metric"]], "still_improving": still_rising(r), "run_id": r["run_id"]})
     for r in load_records(root / "ist"):
         c = r["config"]
         setting = "T_test(IST)" if r["role"] == "test" else \
             ("T_train-diff(IST)" if c["ist"]["seen_data"] == "diff" else "T_train-same(IST)")
         rows.append({"setting": setting, "task": r["task"], "split": c["split"]["name"], "d_I": r["intrinsic_dim"],
                      "subspace": c["subspace"], "seed": r["seed"], "score": r["final"]["test"][r["primary_metric"]],
-                     "still_improving": r["still_improving"], "run_id": r["run_id"]})
+                     "still_improving": still_rising(r), "run_id": r["run_id"]})
     return pd.DataFrame(rows)
 
 

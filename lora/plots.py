@@ -168,10 +168,9 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
                 " | ".join(f"r={r}" for r in (1, 2, 4, 8, 64)) + " | r=1 − r=64 |", "|---|---|" + "---:|" * 6]
         for (task, w), d in s[s.weights.isin(["Wq", "Wq,Wv"])].groupby(["task", "weights"]):
             v, fl = d.set_index("r")["median"], d.set_index("r")["still_improving"]
-            ends = v.get(1, float("nan")) - v.get(64, float("nan"))
-            out.append(f"| {task} | {{{w}}} | " + " | ".join(mark(f"{v.get(r, float('nan')):.1f}", fl.get(r, False))
-                                                            for r in (1, 2, 4, 8, 64))
-                       + f" | {mark(f'{ends:+.1f}', fl.get(1, False) or fl.get(64, False))} |")
+            cells = [mark(f"{v[r]:.1f}", fl[r]) if r in v else "—" for r in (1, 2, 4, 8, 64)]  # dash: rank not run
+            ends = mark(f"{v[1] - v[64]:+.1f}", fl[1] or fl[64]) if 1 in v and 64 in v else "—"
+            out.append(f"| {task} | {{{w}}} | " + " | ".join(cells) + f" | {ends} |")
         for w, v in paper.ABLATION_RANK.items():
             out.append(f"| paper ({paper.ABLATION_TASK}) | {{{w}}} | "
                        + " | ".join(f"{v[r]:.1f}" if r in v else "—" for r in (1, 2, 4, 8, 64))
@@ -182,10 +181,9 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
             v = {(w, r): m for w, r, m in zip(d.weights, d.r, d["median"])}
             fl = {(w, r): o for w, r, o in zip(d.weights, d.r, d["still_improving"])}
             keys = (("Wq", 8), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2))
-            a, b, c = (v.get(k, float("nan")) for k in keys)
-            fa, fb, fc = (bool(fl.get(k, False)) for k in keys)
-            out.append(f"| {task} | {mark(f'{a:.1f}', fa)} | {mark(f'{b:.1f}', fb)} | {mark(f'{c:.1f}', fc)} | "
-                       f"{mark(f'{b - a:+.1f}', fa or fb)} |")
+            cells = [mark(f"{v[k]:.1f}", fl[k]) if k in v else "—" for k in keys]
+            diff = mark(f"{v[keys[1]] - v[keys[0]]:+.1f}", fl[keys[0]] or fl[keys[1]]) if all(k in v for k in keys[:2]) else "—"
+            out.append(f"| {task} | " + " | ".join(cells) + f" | {diff} |")
         a, b, c = (paper.ABLATION_BUDGET[k] for k in (("Wq", 8), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2)))
         out += [f"| paper ({paper.ABLATION_TASK}) | {a:.1f} | {b:.1f} | {c:.1f} | {b - a:+.1f} |", "", OPEN_NOTE, ""]
     if subspace is not None:

@@ -77,11 +77,12 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
         out += ["(b) Equal depth k, prompts in the top k layers (descending) minus the bottom k (ascending):", "",
                 "| task | " + " | ".join(f"k={k}" for k in range(1, 6)) + " | top wins |", "|---|" + "---:|" * 6]
         for task in dict.fromkeys(t for t, _ in s.index):
-            ks = [k for k in range(1, 6) if (task, k) in s.index]
-            diffs = [s.loc[(task, k), "descending"] - s.loc[(task, k), "ascending"] for k in ks]
-            open_ = [bool(f.loc[(task, k)].any()) for k in ks]
-            out.append(f"| {task} | " + " | ".join(mark(f"{d:+.1f}", o) for d, o in zip(diffs, open_))
-                       + f" | {sum(d > 0 for d in diffs)} of {len(diffs)} |")
+            # a depth k the sweep did not run (or ran in one order only) is a dash in its column
+            diff = {k: s.loc[(task, k), "descending"] - s.loc[(task, k), "ascending"]
+                    for k in range(1, 6) if (task, k) in s.index}
+            diff = {k: d for k, d in diff.items() if not pd.isna(d)}
+            cells = [mark(f"{diff[k]:+.1f}", f.loc[(task, k)].any()) if k in diff else "—" for k in range(1, 6)]
+            out.append(f"| {task} | " + " | ".join(cells) + f" | {sum(d > 0 for d in diff.values())} of {len(diff)} |")
         out.append("")
     if reparam is not None:
         sel = _selected(reparam)

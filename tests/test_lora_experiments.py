@@ -84,3 +84,21 @@ def test_readme_e2e_command_composes_the_papers_setup():
     assert (m["name"], m["r"], m["alpha"], m["lr"], m["dropout"], m["weights"]) == ("lora", 4, 32, 2e-4, 0.1,
                                                                                    ["Wq", "Wv"])
     assert cfg["data"]["max_train"] is None  # the full data
+
+
+def test_rank_and_budget_claims_dash_the_settings_not_run():
+    import pandas as pd
+
+    from lora.plots import claim_evidence
+
+    def run(w, r, v, open_=False):
+        return {"task": "stsb", "weights": w, "r": r, "seed": 2, "split": "test", "metric": "pearson", "value": v,
+                "still_improving": open_}
+
+    abl = pd.DataFrame([run("Wq,Wv", 1, 80), run("Wq,Wv", 8, 82, True), run("Wq,Wv", 64, 83), run("Wq", 8, 77),
+                        run("Wq,Wv", 4, 81)])  # {Wq,Wk,Wv,Wo} r 2 and r 2 / 4 / 64 of {Wq} not run
+    text = claim_evidence(None, abl, None)
+    assert "| stsb | {Wq,Wv} | 80.0 | — | 81.0 | 82.0† | 83.0 | -3.0 |" in text
+    assert "| stsb | {Wq} | — | — | — | 77.0 | — | — |" in text
+    assert "| stsb | 77.0 | 81.0 | — | +4.0 |" in text
+    assert "nan" not in text

@@ -58,3 +58,18 @@ def test_unknown_step_is_a_clear_error(tmp_path):
     p = subprocess.run([sys.executable, "-m", "ptuning_v2.experiments", "width", "--smoke", "--out", str(tmp_path)],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "invalid choice: 'width'" in p.stderr
+
+
+def test_depth_claim_puts_each_difference_under_its_own_k_and_dashes_the_rest():
+    import pandas as pd
+
+    from ptuning_v2.plots import claim_evidence
+
+    def run(order, k, v, open_=False):
+        return {"task": "stsb", "order": order, "n_layers": k, "seed": 2, "split": "test", "metric": "pearson",
+                "value": v, "still_improving": open_}
+
+    depth = pd.DataFrame([run("ascending", 1, 70), run("descending", 1, 60), run("ascending", 3, 80, True),
+                          run("descending", 3, 82)])  # k = 2, 4, 5 not run
+    text = claim_evidence(None, depth, None)
+    assert "| stsb | -10.0 | — | +2.0† | — | — | 1 of 2 |" in text

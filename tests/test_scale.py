@@ -210,16 +210,34 @@ def test_pooling_report_joins_cls_runs_with_the_mean_sweeps_reported_runs(tmp_pa
                  "lr": 1e-4, "selected": True, "role": role, "still_improving": False, "run_id": f"{method}{i}{role}"}
                 for i, v in enumerate(vals)]
 
-    (tmp_path / "common").mkdir()
-    (tmp_path / "lora").mkdir()
-    pd.DataFrame(rows("full_ft", [80, 81, 82]) + rows("lora", [70, 71, 72])).to_csv(tmp_path / "common/pooling_cls.csv", index=False)
+    for d in ("common", "lora", "ptuning_v2"):
+        (tmp_path / d).mkdir()
+    pd.DataFrame(rows("full_ft", [80, 81, 82]) + rows("lora", [70, 71, 72])
+                 + rows("deep_prompt", [60, 61, 62])).to_csv(tmp_path / "common/pooling_cls.csv", index=False)
+    # the P-Tuning v2 table names its methods as the paper does: PT-2's mean rows are `pt2` there
+    pd.DataFrame(rows("pt2", [75, 76, 77]) + rows("pt", [1, 1, 1])).to_csv(tmp_path / "ptuning_v2/main.csv", index=False)
     pd.DataFrame(rows("full_ft", [85, 86, 87]) + rows("full_ft", [99], role="tune")
                  + rows("full_ft", [50], task="rte")).to_csv(tmp_path / "common/calibration.csv", index=False)
     pd.DataFrame(rows("lora", [84, 84, 84]) + rows("bitfit", [1, 1, 1])).to_csv(tmp_path / "lora/glue.csv", index=False)
     assert main(tmp_path) == 0
     pool = pd.read_csv(tmp_path / "common/pooling.csv")
     assert sorted(pool.groupby(["method", "pooling"]).size().items()) == [
-        (("full_ft", "cls"), 3), (("full_ft", "mean"), 3), (("lora", "cls"), 3), (("lora", "mean"), 3)]
+        (("deep_prompt", "cls"), 3), (("deep_prompt", "mean"), 3), (("full_ft", "cls"), 3), (("full_ft", "mean"), 3),
+        (("lora", "cls"), 3), (("lora", "mean"), 3)]
     table = (tmp_path / "common/pooling_table.md").read_text()
     assert "| stsb | full_ft | 81.0 [80.0, 82.0] | 86.0 [85.0, 87.0] | +5.0 |" in table
     assert "| stsb | lora | 71.0 [70.0, 72.0] | 84.0 [84.0, 84.0] | +13.0 |" in table
+    assert "| stsb | deep_prompt | 61.0 [60.0, 62.0] | 76.0 [75.0, 77.0] | +15.0 |" in table
+
+
+def test_calibration_table_does_not_judge_a_whole_train_set_task_against_itself():
+    import pandas as pd
+
+    from common.plots import calibration_table
+
+    rows = [{"task": t, "method": "full_ft", "seed": 2, "split": "test", "metric": m, "value": 80.0,
+             "selected": True, "role": "report", "still_improving": False, "data.max_train": mt}
+            for t, m, mt in (("stsb", "pearson", None), ("conll2003", "entity_f1", 5000))]
+    t = calibration_table(pd.DataFrame(rows))
+    assert "| stsb (pearson) | — | 80.0 [80.0, 80.0] | — | these runs | — | — (whole train set) |" in t
+    assert "| conll2003 (entity_f1) | — | 80.0 [80.0, 80.0] | — | — | — | — |" in t  # subsampled, no full run yet
