@@ -87,6 +87,9 @@ class SweepConfig:
     seeds: List[int] = field(default_factory=lambda: [2, 3, 4])  # reported
     tune_seed: int = 1  # chooses the lr; never reported
     lr_grid: Dict[str, List[float]] = field(default_factory=dict)  # per method, >= 4 log-spaced points
+    # [{match: {key: value, ...}, grid: [...]}]: the first item whose match the tuning cell's setting contains
+    # replaces lr_grid[method] for it (a scientific value that moves the lr range, e.g. P-Tuning v2's MLP reparam)
+    setting_lr_grid: List[Dict[str, Any]] = field(default_factory=list)
     tune_at: Optional[Dict[str, Any]] = None  # null: tune at every setting; else these keys' values are where the lr is tuned
     lr_from: Dict[str, str] = field(default_factory=dict)  # method -> "<paper>/<experiment>": reuse its chosen lr
     fixed_lr: Dict[str, float] = field(default_factory=dict)  # method -> lr used untuned (the file says why)

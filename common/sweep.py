@@ -163,6 +163,10 @@ class Sweep:
                 raise UserError(f"experiment={experiment}: sweep.lr_grid.{m} needs at least 4 log-spaced points "
                                 f"(or sweep.lr_from.{m} to reuse another sweep's choice, or sweep.fixed_lr.{m}), has "
                                 f"{s['lr_grid'].get(m, [])}")
+        for item in s["setting_lr_grid"]:
+            if set(item) != {"match", "grid"} or not item["match"] or len(item["grid"]) < 4:
+                raise UserError(f"experiment={experiment}: each sweep.setting_lr_grid item is {{match: {{key: value}}, "
+                                f"grid: [at least 4 log-spaced lrs]}}, got {dict(item)}")
         self.partial = only_tasks is not None  # a subset (another sweep needs its runs) never writes the CSVs
         if self.partial:
             tasks = list(only_tasks)
@@ -215,7 +219,12 @@ class Sweep:
         return list({self.tune_cell(c).key: self.tune_cell(c) for c in self.cells if self.tuned(c)}.values())
 
     def grid(self, cell: Cell) -> list[float]:
-        g = sorted(float(x) for x in self.spec["lr_grid"][cell.method])
+        g = self.spec["lr_grid"][cell.method]
+        for item in self.spec["setting_lr_grid"]:
+            if all(k in cell.setting and cell.setting[k] == v for k, v in item["match"].items()):
+                g = item["grid"]
+                break
+        g = sorted(float(x) for x in g)
         return g[:2] if self.smoke else g
 
     # ------------------------------------------------------------------ lr choice

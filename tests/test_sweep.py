@@ -215,3 +215,12 @@ def test_plan_overview_sums_every_committed_plan(tmp_path):
     assert rows["lora/glue"] == ["3", "2", "1", "4.0", "1.0", "1.5"]
     assert rows["ipt/plan"] == ["1", "—", "—", "2.5", "—", "—"]
     assert rows["total"][3] == "6.5"
+
+
+def test_setting_lr_grid_gives_a_matching_tuning_cell_its_own_grid():
+    sw = Sweep("ptv2_reparam")
+    grids = {c.setting["method.reparam"]: sw.grid(c) for c in sw.tune_cells()}
+    assert grids[False] == [2.5e-3, 5e-3, 1e-2, 2e-2]
+    assert grids[True] == [2.5e-4, 5e-4, 1e-3, 2e-3]
+    with pytest.raises(UserError, match="setting_lr_grid"):
+        Sweep("ptv2_reparam", extra=("++sweep.setting_lr_grid=[{match: {method.reparam: true}, grid: [1e-3, 2e-3]}]",))
