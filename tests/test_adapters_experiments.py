@@ -22,7 +22,7 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert set(fusion.method) == {"adapter_fusion"} and 1 not in set(fusion[fusion.role == "report"].seed)
     att = pd.read_csv(d / "attention.csv")
     # each layer's weights over the fused adapters (the smoke stage 1's two) sum to one
-    assert set(att.adapter) == {"rte", "sst2"}
+    assert set(att.adapter) == {"mrpc", "sst2"}  # the smoke stage 1: the first target and the first source
     assert att.groupby(["task", "layer"]).weight.sum().sub(1).abs().max() < 1e-4
     mta = pd.read_csv(d / "mta.csv")
     assert set(mta.task) == {"rte", "cb"} and set(mta.method) == {"adapter_mta"}
