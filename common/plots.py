@@ -184,6 +184,9 @@ def calibration_table(cal: pd.DataFrame, full: pd.DataFrame | None = None, targe
         ref = pub if pub is not None else fd
         gap = ref - row.median if ref is not None else None
         ok = "—" if gap is None else ("yes" if gap <= target else "no")
+        if pub is not None and fd is not None:  # both references: judge against each (the published model differs)
+            ok = (f"{'yes' if pub - row.median <= target else 'no'} (published), "
+                  f"{'yes' if fd - row.median <= target else 'no'} (full data)")
         if gap is None and row.task in whole:  # no reference but our own runs: nothing to be within 3 of
             fd, ok = "these runs", "— (whole train set)"
         n = f"{int(n_train[row.task]):,}" if n_train is not None and row.task in n_train else "—"

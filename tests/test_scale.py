@@ -241,3 +241,15 @@ def test_calibration_table_does_not_judge_a_whole_train_set_task_against_itself(
     t = calibration_table(pd.DataFrame(rows))
     assert "| stsb (pearson) | — | 80.0 [80.0, 80.0] | — | these runs | — | — (whole train set) |" in t
     assert "| conll2003 (entity_f1) | — | 80.0 [80.0, 80.0] | — | — | — | — |" in t  # subsampled, no full run yet
+
+
+def test_calibration_table_judges_a_task_with_both_references_against_each():
+    import pandas as pd
+
+    from common.plots import calibration_table
+
+    row = {"task": "sst2", "method": "full_ft", "split": "test", "metric": "accuracy", "selected": True,
+           "role": "report", "still_improving": False}
+    cal = pd.DataFrame([{**row, "seed": s, "value": 87.0} for s in (2, 3, 4)])
+    t = calibration_table(cal, pd.DataFrame([{**row, "seed": 2, "value": 89.0}]))
+    assert "| 91.5 | 89.0 | +4.5 | no (published), yes (full data) |" in t  # published MiniLM-L6xH384 SST-2: 91.5
