@@ -6,7 +6,8 @@ tasks where PT beats the zero-shot scorer (the others are listed in ``results/ip
 hidden: on few-shot tasks PT can sit at the floor). Outputs in results/ipt/: ``scores.csv`` (every task
 score of every MSF / IST run, long format), ``pt_floor.csv``, ``settings.csv`` + ``settings.md`` (the five
 evaluation settings at the headline d_I), ``dim.png`` (relative performance vs d_I, learned vs random),
-``tasks.png`` (vs number of training tasks), ``cls_noncls.md``.
+``tasks.png`` (vs number of training tasks), ``cls_noncls.md``, and ``claims.md`` (the numbers each README
+claim rests on: stage 1 against the zero-shot floor, relative performance by d_I and by training-task count).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pandas as pd
 from common.aggregate import load_records
 from common.convergence import of_record
 from common.paths import RECORDS_DIR, RESULTS_DIR
-from common.plots import markdown, mpl
+from common.plots import OPEN_NOTE, mark, markdown, mpl
 
 OUT = RESULTS_DIR / "ipt"
 HEADLINE_D = 5
@@ -121,16 +122,27 @@ def dim_figure(means: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+PAPER_N_TRAIN = {"random_20": 20, "random_40": 40, "random_60": 60, "random_80": 80, "random": 100}
+
+
+def n_train_tasks(means: pd.DataFrame) -> dict[str, int]:
+    """Split -> its training tasks here (those the option scorer can score: the MSF runs' T_train count);
+    the paper's count where no MSF run exists yet."""
+    m = means[means.setting == "T_train(MSF)"]
+    got = m.groupby("split").tasks.max().astype(int).to_dict()
+    return {sp: got.get(sp, n) for sp, n in PAPER_N_TRAIN.items()}
+
+
 def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
     plt = mpl()
-    n_train = {"random_20": 20, "random_40": 40, "random_60": 60, "random_80": 80, "random": 100}
+    n_train = n_train_tasks(means)
     m = means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")].copy()
     m["n"] = m.split.map(n_train)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for sub, g in m.groupby("subspace"):
         s = g.groupby("n")["rel"].mean()
         ax.plot(s.index, s.values, marker="o", linestyle="-" if sub == "learned" else "--", label=sub)
-    ax.set_xlabel("training tasks in the paper's split (ours: those with options)")
+    ax.set_xlabel("training tasks (the paper's 20/40/60/80/100, ours: those with options)")
     ax.set_ylabel("unseen tasks: score / PT (%)")
     ax.legend(fontsize=8)
     ax.set_title(f"IST, d_I {d}: more training tasks", fontsize=10)
@@ -147,6 +159,71 @@ def cls_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pt_summary(pt: pd.DataFrame) -> pd.DataFrame:
+    """Stage 1 per (seed, lr): how many tasks PT beats the zero-shot scorer on, mean PT and zero-shot."""
+    rows = []
+    for (seed, lr), g in pt.groupby(["seed", "lr"]):
+        rows.append({"seed": seed, "lr": lr, "role": "tuning (not reported)" if seed == 1 else "prompts for MSF / IST",
+                     "tasks": len(g), "PT > zero-shot": int((g.pt > g.zero_shot).sum()),
+                     "mean PT": round(g.pt.mean(), 1), "mean zero-shot": round(g.zero_shot.mean(), 1),
+                     "mean PT − zero-shot": round((g.pt - g.zero_shot).mean(), 1),
+                     "still improving": int(g.still_improving.sum())})
+    return pd.DataFrame(rows)
+
+
+def _seed_cell(g: pd.DataFrame, col: str) -> str:
+    return mark(_cell(g[col]), g.still_improving.any()) if len(g) else "—"
+
+
+def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
+    """Relative performance (``col``) by d_I on the random split: a row per (setting, subspace), mean
+    [min, max] over seeds, the paper's d_I 5 / 250 numbers beside."""
+    m = means[means.split == "random"]
+    dims = sorted(m.d_I.unique())
+    rows = []
+    for (setting, sub), g in m.groupby(["setting", "subspace"], sort=False):
+        row = {"setting": setting, "subspace": sub}
+        row.update({f"d_I {d}": _seed_cell(g[g.d_I == d], col) for d in dims})
+        if sub == "learned":
+            row.update({"paper d_I 5": PAPER.get((setting, 5), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tasks_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
+    """Unseen-task recovery (T_test(IST)) by the number of training tasks, learned and random subspace."""
+    n_train = n_train_tasks(means)
+    m = means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")]
+    rows = []
+    for sp in sorted(n_train, key=n_train.get):
+        g = m[m.split == sp]
+        if g.empty:
+            continue
+        row = {"split": sp, "paper's training tasks": PAPER_N_TRAIN[sp], "ours (with options)": n_train[sp]}
+        for sub in ("learned", "random"):
+            gs = g[g.subspace == sub]
+            row[f"{sub}: relative %"] = _seed_cell(gs, "rel")
+            row[f"{sub}: chance-corrected %"] = _seed_cell(gs, "rel_cc")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None) -> str:
+    """The numbers the README's IPT verdicts rest on, as Markdown."""
+    out = ["Stage 1 (prompt tuning) against the zero-shot scorer (test scores, mean over tasks):", "",
+           markdown(pt_summary(pt)), ""]
+    if means is not None and len(means):
+        out += ["(a), (b) Relative performance (score / PT, %) by d_I on the random split, mean [min, max] over seeds:",
+                "", markdown(dim_table(means, "rel")), "",
+                "The same, chance-corrected ((score − zero-shot) / (PT − zero-shot), tasks where PT beats zero-shot):",
+                "", markdown(dim_table(means, "rel_cc").drop(columns=["paper d_I 5", "paper d_I 250"], errors="ignore")), ""]
+        t = tasks_table(means)
+        if len(t):
+            out += [f"(c) Unseen tasks (T_test(IST), d_I {HEADLINE_D}) by the number of training tasks:", "", markdown(t), ""]
+        out.append(OPEN_NOTE)
+    return "\n".join(out) + "\n"
+
+
 def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     from common.records import write_atomic
     from common.sweep import write_frame
@@ -160,7 +237,8 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     write_frame(floor, out / "pt_floor.csv")
     scores = score_frame(root)
     if scores.empty:
-        print("stage 1 only: wrote pt_floor.csv")
+        write_atomic(out / "claims.md", claims_text(pt, None))
+        print("stage 1 only: wrote pt_floor.csv, claims.md")
         return 0
     rel = relative(scores, pt)
     write_frame(rel, out / "scores.csv")
@@ -171,6 +249,7 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     dim_figure(means, out / "dim.png")
     tasks_figure(means, out / "tasks.png")
     write_atomic(out / "cls_noncls.md", markdown(cls_table(means)) + "\n")
+    write_atomic(out / "claims.md", claims_text(pt, means))
     print(markdown(table))
     return 0
 

@@ -264,7 +264,7 @@ def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
     from ipt.plots import main as plots_main
 
     assert plots_main(root, tmp_path / "out") == 0
-    assert {"pt_floor.csv", "scores.csv", "settings.md", "dim.png", "tasks.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"pt_floor.csv", "scores.csv", "settings.md", "dim.png", "tasks.png", "claims.md"} <= {p.name for p in (tmp_path / "out").iterdir()}
 
 
 def test_relative_performance_and_its_chance_corrected_version():
@@ -280,6 +280,33 @@ def test_relative_performance_and_its_chance_corrected_version():
     assert rel.loc["b", "rel"] == pytest.approx(100.0) and pd.isna(rel.loc["b", "rel_cc"])  # PT below zero-shot
     m = run_means(relative(scores, pt)).iloc[0]
     assert m.rel == pytest.approx(93.75) and m.rel_cc == pytest.approx(50.0) and m.tasks == 2 and m.still_improving
+
+
+def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
+    import pandas as pd
+
+    from common.plots import OPEN
+    from ipt.plots import dim_table, n_train_tasks, pt_summary, tasks_table
+
+    rows = []
+    for split, n, rel in (("random_20", 9, 40.0), ("random", 52, 60.0)):
+        rows.append({"setting": "T_train(MSF)", "split": split, "d_I": 5, "subspace": "learned", "seed": 2,
+                     "rel": 90.0, "rel_cc": 50.0, "tasks": n, "still_improving": False})
+        for sub, r in (("learned", rel), ("random", 30.0)):
+            rows.append({"setting": "T_test(IST)", "split": split, "d_I": 5, "subspace": sub, "seed": 2,
+                         "rel": r, "rel_cc": r - 20, "tasks": 10, "still_improving": sub == "random"})
+    means = pd.DataFrame(rows)
+    n = n_train_tasks(means)
+    assert n["random_20"] == 9 and n["random"] == 52 and n["random_40"] == 40  # no run yet: the paper's count
+    t = tasks_table(means).set_index("split")
+    assert list(t.index) == ["random_20", "random"]  # ordered by training tasks, splits without runs left out
+    assert t.loc["random", "learned: relative %"] == "60.0" and t.loc["random", "random: relative %"] == f"30.0{OPEN}"
+    d = dim_table(means).set_index(["setting", "subspace"])
+    assert d.loc[("T_test(IST)", "learned"), "d_I 5"] == "60.0" and d.loc[("T_test(IST)", "learned"), "paper d_I 5"] == 65.0
+    pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2] * 3, "lr": [0.01] * 3, "pt": [80.0, 50.0, 70.0], "zero_shot": [60.0, 55.0, 70.0],
+                       "still_improving": [False, True, False]})
+    s = pt_summary(pt).iloc[0]
+    assert s["PT > zero-shot"] == 1 and s["still improving"] == 1 and s["mean PT − zero-shot"] == pytest.approx(5.0)
 
 
 def test_bart_text_to_text_path_runs_end_to_end(tmp_path):
