@@ -10,6 +10,7 @@ checkpoint in ST-A's format that ``method=adapter_fusion method.adapters_from=[a
 
     python -m adapters.mta experiment=adapters_mt seed=2                  # the experiment's task list
     python -m adapters.mta experiment=adapters_mt "multitask.tasks=[rte,mrpc]" scale=smoke model=tiny-bert
+    python -m adapters.mta experiment=adapters_mt --plan [--save]     # predicted CPU-h of seeds 2-4
 """
 from __future__ import annotations
 
@@ -170,11 +171,70 @@ class _Joint(nn.Module):
         self.models = nn.ModuleList(models.values())
 
 
+REPORT_SEEDS = (2, 3, 4)
+
+
+def plan_frame(overrides: list[str], seeds=REPORT_SEEDS, jobs: int = 2):
+    """One row per joint run (seed) in common.plan's format. The joint run's steps are the sum of the tasks'
+    own single-task budgets, so it is priced as the sum of the tasks' single-task runs
+    (:func:`common.plan.predict`; their dev evaluations stand in for the joint run's, which evaluate every
+    task every ``multitask.eval_every`` steps) less the start-up cost counted once per extra task. Measured:
+    the last task record's wall time (the records share one run)."""
+    import pandas as pd
+
+    from common.aggregate import load_record
+    from common.plan import STARTUP_S, Throughput, predict
+    from common.sweep import compose
+
+    tp, threads, rows = Throughput(), 1 if jobs > 1 else 2, []
+    for seed in seeds:
+        ov = [*overrides, f"seed={seed}"]
+        cfgs = task_configs(compose(ov), ov)
+        parts = [predict(c, tp, threads) for c in cfgs.values()]
+        recs = [load_record(records.record_path(c)) for c in cfgs.values()]
+        done = all(r is not None for r in recs)
+        device = str(recs[0].get("device") or "") if done else ""
+        measured = max(r["wall_time_s"] for r in recs) if done else None
+        gpu = done and device.startswith("cuda")
+        first = next(iter(cfgs.values()))
+        rows.append({"run_id": f"adapters_mt__seed{seed}", "phase": "report", "task": "+".join(cfgs),
+                     "method": "adapter_mta", "setting": "", "seed": seed, "lr": first["method"]["lr"], "lr_known": True,
+                     "n_train": sum(p["n_train"] for p in parts), "n_dev": sum(p["n_dev"] for p in parts),
+                     "n_test": sum(p["n_test"] for p in parts), "epochs": max(p["epochs"] for p in parts),
+                     "evals": max(p["evals"] for p in parts),
+                     "train_examples": sum(p["train_examples"] for p in parts),
+                     "eval_examples": sum(p["eval_examples"] for p in parts),
+                     "predicted_s": round(sum(p["predicted_s"] for p in parts) - STARTUP_S * (len(parts) - 1), 1),
+                     "throughput_measured": all(p["throughput_measured"] for p in parts),
+                     "status": "done" if done else "todo", "measured_s": None if gpu else measured, "device": device,
+                     "gpu_s": measured if gpu else None})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     from common.sweep import compose
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if "--plan" in overrides:
+        from common.paths import RESULTS_DIR
+        from common.plan import summary
+        from common.records import write_atomic
+        from common.sweep import write_frame
+
+        save = "--save" in overrides
+        overrides = [o for o in overrides if o not in ("--plan", "--save")]
+        try:
+            df = plan_frame(overrides)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        text = summary(df, "adapters/adapters_mt (one joint run per seed)", 2)
+        print(text)
+        if save:
+            write_frame(df, RESULTS_DIR / "adapters" / "adapters_mt_plan.csv")
+            write_atomic(RESULTS_DIR / "adapters" / "adapters_mt_plan.md", text + "\n")
+        return 0
     try:
         cfg = compose(overrides)
         recs = run_mta(cfg, task_configs(cfg, overrides))

@@ -54,3 +54,19 @@ def test_mta_rejects_one_task_and_houlsby(tmp_path, capsys):
     cfg = compose(ov)
     with pytest.raises(UserError, match="Pfeiffer"):
         run_mta(cfg, task_configs(cfg, ov))
+
+
+def test_mta_plan_prices_one_joint_run_per_seed_and_reads_its_records(tmp_path):
+    from adapters.mta import plan_frame
+    from common.plan import STARTUP_S, Throughput, predict
+
+    ov = _overrides(tmp_path)
+    df = plan_frame(ov, seeds=(3,))
+    assert len(df) == 1 and df.task[0] == "rte+stsb" and df.status[0] == "todo"
+    cfg = compose(ov)
+    cfgs = task_configs(cfg, ov)
+    parts = [predict(c, Throughput(), 1)["predicted_s"] for c in cfgs.values()]
+    assert df.predicted_s[0] == pytest.approx(sum(parts) - STARTUP_S, abs=0.2)  # start-up counted once
+    recs = run_mta(cfg, cfgs)
+    done = plan_frame(ov, seeds=(3,))
+    assert done.status[0] == "done" and done.measured_s[0] == max(r["wall_time_s"] for r in recs)
