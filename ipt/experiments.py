@@ -65,8 +65,11 @@ def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
     runs.append(("prompts", "prompt_tuning", base + pt_lr + ["seed=2"]))
     runs += [("tune_msf", "msf", base + pt_lr + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"msf.alpha={a}"])
              for a in ALPHA]
+    # IST's tuning tasks by ist.max_train_tasks, not tasks=[...]: `tasks` is part of the MSF run's identity, so
+    # it would send IST looking for an MSF run over those tasks only
     runs += [("tune_ist", "ist", base + pt_lr + alpha + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"ist.lr={lr}",
-                                                         "ist.tasks=train", f"tasks=[{tune_tasks}]"]) for lr in IST_LR]
+                                                         "ist.tasks=train", f"ist.max_train_tasks={N_TUNE_TASKS}"])
+             for lr in IST_LR]
     reported = [base + [f"intrinsic_dim={d}", "seed=2"] for d in D_SWEEP]
     reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] for s in SEEDS[1:]]
     reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"]

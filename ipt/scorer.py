@@ -128,7 +128,10 @@ class CosineOptionScorer(nn.Module):
         # option indices are per task (the table), so label metrics compare the same classes
         gold = [it["option_index"][it["label"]] for it in items]
         pred = [it["option_index"][p] for it, p in zip(items, preds)]
-        return M.compute(metrics, "multiple_choice", pred, gold)
+        out = M.compute([m for m in metrics if m != "em"], "multiple_choice", pred, gold)
+        if "em" in metrics:  # the chosen option's text equals the gold text iff it is the gold option (one index per text)
+            out["em"] = M.compute(["accuracy"], "multiple_choice", pred, gold)["accuracy"]
+        return out
 
 
 class Seq2SeqScorer(nn.Module):

@@ -107,6 +107,16 @@ def test_cosine_scorer_without_prompt_is_minilm_zero_shot_similarity(minilm_scor
     assert torch.allclose(ours, expected, atol=1e-4), (ours, expected)
 
 
+def test_cosine_scorer_reports_em_of_an_option_task_as_choosing_the_gold_option(minilm_scorer):
+    """Option tasks whose CrossFit metric is EM (superglue-multirc, numer_sense, ...): the chosen option's text
+    matches the gold text exactly iff it is the gold option, so EM is the accuracy over options."""
+    cfg, scorer, _ = minilm_scorer
+    task = W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
+    got = scorer.evaluate(task, task.dev, None, ["em", "accuracy"])
+    assert set(got) == {"em", "accuracy"} and got["em"] == got["accuracy"]
+    assert scorer.evaluate(task, task.dev, None, ["em"]) == {"em": got["accuracy"]}
+
+
 def test_prompt_changes_scores(minilm_scorer):
     cfg, scorer, _ = minilm_scorer
     task = W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
@@ -351,11 +361,17 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
         assert (seed(ov) == TUNE_SEED) == phase.startswith("tune"), (phase, ov)
         if not phase.startswith("tune"):
             assert {"pt.lr=0.01"} <= set(ov) and (stage == "prompt_tuning" or "msf.alpha=1.0" in ov)
-    key = lambda ov: tuple(sorted(o for o in ov if o.split("=")[0] in ("+split", "intrinsic_dim", "seed")))  # noqa: E731
-    msf = {key(ov) for p, s, ov in runs if s == "msf"}
-    for p, s, ov in runs:
-        if s == "ist" and "subspace=learned" in ov or (s == "ist" and p == "tune_ist"):
-            assert key(ov) in msf, ov
+    # every learned-subspace IST invocation reads a decoder that an MSF invocation of the list writes: the
+    # same MSF run id (which covers `tasks`, so IST must not restrict its tasks with it)
+    from ipt import workbench as W
+    from ipt.experiments import _compose
+    from ipt.ist import msf_cfg
+
+    msf = {W.run_id(_compose(ov), "msf") for p, s, ov in runs if s == "msf"}
+    learned = [ov for p, s, ov in runs if s == "ist" and "subspace=random" not in ov]
+    assert any(p == "tune_ist" for p, s, ov in runs) and learned
+    for ov in learned:
+        assert W.run_id(msf_cfg(_compose(ov)), "msf") in msf, ov
 
 
 def test_random_subspace_runs_are_shared_across_splits_and_learned_ones_are_not():
