@@ -208,12 +208,30 @@ def run(workers: int) -> None:
 
     stages = {"prompt_tuning": prompt_tuning, "msf": msf, "ist": ist}
     for phase in ORDER:
-        for ph, stage, ov in phases(choices()):
-            if ph == phase:
+        todo = [(stage, ov) for ph, stage, ov in phases(choices()) if ph == phase]
+        if todo and all(stage == "msf" for stage, _ in todo) and workers > 1:
+            # an MSF run is one joint training: run the phase's invocations side by side, one thread each
+            from joblib import Parallel, delayed
+
+            log.info("%s: %d MSF runs, %d at a time", phase, len(todo), workers)
+            Parallel(n_jobs=workers, backend="loky")(delayed(_msf_one_thread)(ov) for _, ov in todo)
+        else:
+            for stage, ov in todo:
                 log.info("%s: %s %s", phase, stage, " ".join(ov))
                 stages[stage].stage(_compose(ov + [f"workers={workers}"]))
         if phase.startswith("tune"):
             _choose(phase)
+
+
+def _msf_one_thread(overrides: list[str]) -> None:
+    import torch
+
+    from ipt import msf
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(1)
+    log.info("msf: %s", " ".join(overrides))
+    msf.stage(_compose(overrides))
 
 
 def _key(phase: str) -> str:
