@@ -91,9 +91,9 @@ def extra_positions(cfg: dict) -> int:
 
 def predict(cfg: dict, tp: Throughput, threads: int) -> dict:
     """Predicted examples processed and seconds of one run."""
+    from .config import TrainerConfig
     from .data import LengthBucketSampler
     from .trainer import eval_schedule
-    from .config import TrainerConfig
 
     tc, method = cfg["trainer"], cfg["method"]["name"]
     train = split_lengths(cfg, "train")
@@ -211,10 +211,12 @@ def overview(root: Path = RESULTS_DIR) -> str:
                          "predicted CPU-h": df.predicted_s.sum() / 3600,
                          "predicted CPU-h, done on CPU": cpu.predicted_s.sum() / 3600,
                          "measured CPU-h, done on CPU": cpu.measured_s.sum() / 3600 if len(cpu) else float("nan")})
-        else:  # a driver's own plan (IPT): stage invocations, no per-run status
-            rows.append({"plan": name, "runs": len(df), "done": float("nan"), "done on GPU": float("nan"),
-                         "predicted CPU-h": df.predicted_cpu_h.sum(), "predicted CPU-h, done on CPU": float("nan"),
-                         "measured CPU-h, done on CPU": float("nan")})
+        else:  # a driver's own plan (IPT): stage invocations; done = invocations whose task runs all exist
+            full = df[(df.done_tasks >= df.tasks) & (df.tasks > 0)] if "done_tasks" in df else df.iloc[:0]
+            measured = full.measured_cpu_h.sum() if len(full) else float("nan")
+            rows.append({"plan": name, "runs": len(df), "done": len(full), "done on GPU": 0,
+                         "predicted CPU-h": df.predicted_cpu_h.sum(), "predicted CPU-h, done on CPU": full.predicted_cpu_h.sum(),
+                         "measured CPU-h, done on CPU": measured})
     out = pd.DataFrame(rows)
     total = out.sum(numeric_only=True).to_dict()
     out = pd.concat([out, pd.DataFrame([{"plan": "total", **total}])], ignore_index=True)

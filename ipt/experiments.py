@@ -174,23 +174,56 @@ def plan_frame() -> pd.DataFrame:
         def lengths(task, seed, d=d):
             return _lengths(task, seed, d["dir"], d["max_test"], d["max_seq_len"], d["subsample_seed"])
 
-        n_seen = len(seen)
+        n_seen, before = len(seen), set(seen)
         cpu_h = round(predict(stage, cfg, tp, lengths, seen) / 3600, 3)
+        ids = [i for i in _record_ids(stage, cfg) if i not in before]  # IST: runs an earlier invocation counts are not this one's
         tasks = len(seen) - n_seen if stage == "ist" else len(_stage_tasks(stage, cfg))  # IST: new runs only
-        rows.append({"phase": phase, "stage": stage, "overrides": " ".join(ov), "tasks": tasks, "predicted_cpu_h": cpu_h})
+        done, measured = _measured(stage, cfg, ids)
+        rows.append({"phase": phase, "stage": stage, "overrides": " ".join(ov), "tasks": tasks, "predicted_cpu_h": cpu_h,
+                     "done_tasks": done, "measured_cpu_h": measured})
     return pd.DataFrame(rows)
+
+
+def _record_ids(stage: str, cfg: dict) -> list[str]:
+    """The run ids of an invocation's records (a task's for stage 1 / IST, the split's for MSF), in job order."""
+    from ipt import workbench as W
+    from ipt.ist import ist_run_id
+
+    if stage == "msf":
+        return [W.run_id(cfg, "msf")]
+    if stage == "prompt_tuning":
+        return [W.run_id(cfg, stage, t) for _, t in _stage_tasks(stage, cfg)]
+    return [ist_run_id(cfg, t, r) for r, t in _stage_tasks(stage, cfg)]
+
+
+def _measured(stage: str, cfg: dict, ids: list[str]) -> tuple[int, float | None]:
+    """(task runs done, their measured CPU-h: one-thread wall time). An MSF record counts its split's tasks."""
+    from ipt import workbench as W
+
+    walls = [json.loads(p.read_text())["wall_time_s"] for i in ids
+             if (p := W.record_dir(cfg, stage) / f"{i}.json").is_file()]
+    n = len(_stage_tasks(stage, cfg)) if stage == "msf" and walls else len(walls)
+    return n, round(sum(walls) / 3600, 3) if walls else None
 
 
 def plan_text(df: pd.DataFrame) -> str:
     from common.plots import markdown
 
+    if "done_tasks" not in df:  # a plan saved before runs were tracked
+        df = df.assign(done_tasks=0, measured_cpu_h=float("nan"))
     by = df.groupby("phase", sort=False).agg(invocations=("stage", "count"), task_runs=("tasks", "sum"),
-                                             predicted_cpu_h=("predicted_cpu_h", "sum")).reset_index()
+                                             predicted_cpu_h=("predicted_cpu_h", "sum"), done_task_runs=("done_tasks", "sum"),
+                                             measured_cpu_h=("measured_cpu_h", "sum")).reset_index()
     by["predicted_cpu_h"] = by.predicted_cpu_h.round(2)
-    return "\n".join([
-        "# Plan: IPT at small (upper bound: maximum steps, no early stopping)", "",
-        (f"{len(df)} stage invocations, {df.tasks.sum()} task runs; {df.predicted_cpu_h.sum():.1f} CPU-h predicted "
-         f"({df.predicted_cpu_h.sum() / 2:.1f} h wall with two one-thread workers)."), "", markdown(by), ""])
+    by["measured_cpu_h"] = [f"{v:.2f}" if n else "—" for v, n in zip(by.measured_cpu_h, by.done_task_runs)]
+    done = df[(df.done_tasks >= df.tasks) & (df.tasks > 0)]
+    lines = ["# Plan: IPT at small (upper bound: maximum steps, no early stopping)", "",
+             (f"{len(df)} stage invocations, {df.tasks.sum()} task runs; {df.predicted_cpu_h.sum():.1f} CPU-h predicted "
+              f"({df.predicted_cpu_h.sum() / 2:.1f} h wall with two one-thread workers)."),
+             f"Done: {int(df.done_tasks.sum())} task runs, {df.measured_cpu_h.sum():.2f} CPU-h measured (one-thread wall "
+             f"time); the {len(done)} invocations done in full were predicted at {done.predicted_cpu_h.sum():.2f}.", "",
+             markdown(by), ""]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -388,3 +388,16 @@ def test_random_subspace_runs_are_shared_across_splits_and_learned_ones_are_not(
     other_seed = ist_run_id(_compose(["+split=random", "intrinsic_dim=5", "seed=3", "subspace=random"]), "glue-rte", "test")
     other_d = ist_run_id(_compose(["+split=random", "intrinsic_dim=25", "seed=2", "subspace=random"]), "glue-rte", "test")
     assert len({ids[("random", "random")], other_seed, other_d}) == 3
+
+
+def test_plan_counts_the_records_that_exist_and_their_wall_time(tmp_path):
+    from ipt.experiments import _compose, _measured, _record_ids
+
+    cfg = _compose(["+split=random", f"records_dir={tmp_path}"])
+    ids = _record_ids("prompt_tuning", cfg)
+    assert len(ids) == len(set(ids)) > 1 and all("__prompt_tuning__seed2__" in i for i in ids)
+    folder = W.record_dir(cfg, "prompt_tuning")
+    folder.mkdir(parents=True)
+    (folder / f"{ids[0]}.json").write_text(json.dumps({"wall_time_s": 1800.0}))
+    assert _measured("prompt_tuning", cfg, ids) == (1, 0.5)
+    assert _measured("msf", cfg, _record_ids("msf", cfg)) == (0, None)

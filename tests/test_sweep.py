@@ -209,12 +209,14 @@ def test_plan_overview_sums_every_committed_plan(tmp_path):
     pd.DataFrame({"predicted_s": [3600.0, 7200.0, 3600.0], "status": ["done", "todo", "done"],
                   "measured_s": [5400.0, None, None]}) \
         .to_csv(tmp_path / "lora" / "glue_plan.csv", index=False)
-    pd.DataFrame({"phase": ["a"], "predicted_cpu_h": [2.5]}).to_csv(tmp_path / "ipt" / "plan.csv", index=False)
+    # a driver's plan (IPT): invocation a done in full, b in part (its measured time not yet comparable)
+    pd.DataFrame({"phase": ["a", "b"], "tasks": [4, 3], "predicted_cpu_h": [2.5, 1.0], "done_tasks": [4, 1],
+                  "measured_cpu_h": [1.5, 0.2]}).to_csv(tmp_path / "ipt" / "plan.csv", index=False)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in overview(tmp_path).splitlines() if line.startswith("| ") and "---" not in line}
     assert rows["lora/glue"] == ["3", "2", "1", "4.0", "1.0", "1.5"]
-    assert rows["ipt/plan"] == ["1", "—", "—", "2.5", "—", "—"]
-    assert rows["total"][3] == "6.5"
+    assert rows["ipt/plan"] == ["2", "1", "0", "3.5", "2.5", "1.5"]
+    assert rows["total"][3] == "7.5"
 
 
 def test_setting_lr_grid_gives_a_matching_tuning_cell_its_own_grid():
