@@ -7,7 +7,8 @@ hidden: on few-shot tasks PT can sit at the floor). Outputs in results/ipt/: ``s
 score of every MSF / IST run, long format), ``pt_floor.csv``, ``settings.csv`` + ``settings.md`` (the five
 evaluation settings at the headline d_I), ``dim.png`` (relative performance vs d_I, learned vs random),
 ``tasks.png`` (vs number of training tasks), ``cls_noncls.md``, and ``claims.md`` (the numbers each README
-claim rests on: stage 1 against the zero-shot floor, relative performance by d_I and by training-task count).
+claim rests on: stage 1 against the zero-shot floor, relative performance by d_I and by training-task count);
+``bench_table.md`` from ``results/bench/ipt.csv`` when it exists.
 """
 from __future__ import annotations
 
@@ -224,6 +225,13 @@ def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
+    """``results/bench/ipt.csv`` per task: examples/s of each benchmark and the option-embedding cache's speed-up."""
+    t = bench.pivot_table(index=["task", "n_options", "mean_input_tokens", "threads"], columns="bench", values="value")
+    t["option cache speed-up"] = (t["eval_options_cached"] / t["eval_options_recomputed"]).round(1)
+    return t.reset_index()
+
+
 def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     from common.records import write_atomic
     from common.sweep import write_frame
@@ -233,6 +241,9 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
         print(f"no stage-1 records under {root}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    bench = RESULTS_DIR / "bench" / "ipt.csv"
+    if bench.is_file() and out == OUT:  # a redraw into another folder (a test's) has no benchmark beside it
+        write_atomic(out / "bench_table.md", markdown(bench_table(pd.read_csv(bench))) + "\n")
     floor = pt.assign(beats_zero_shot=pt.pt > pt.zero_shot)
     write_frame(floor, out / "pt_floor.csv")
     scores = score_frame(root)

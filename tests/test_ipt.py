@@ -401,3 +401,15 @@ def test_plan_counts_the_records_that_exist_and_their_wall_time(tmp_path):
     (folder / f"{ids[0]}.json").write_text(json.dumps({"wall_time_s": 1800.0}))
     assert _measured("prompt_tuning", cfg, ids) == (1, 0.5)
     assert _measured("msf", cfg, _record_ids("msf", cfg)) == (0, None)
+
+
+def test_bench_table_gives_the_option_cache_speed_up():
+    import pandas as pd
+
+    from ipt.plots import bench_table
+
+    rows = [{"task": "t", "n_options": 2, "mean_input_tokens": 30.0, "threads": 1, "bench": b, "metric": "examples_per_s",
+             "value": v} for b, v in (("pt_train", 50.0), ("ist_train", 48.0), ("eval_options_cached", 300.0),
+                                      ("eval_options_recomputed", 100.0))]
+    t = bench_table(pd.DataFrame(rows)).iloc[0]
+    assert t["option cache speed-up"] == 3.0 and t["pt_train"] == 50.0
