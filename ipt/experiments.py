@@ -10,7 +10,8 @@ Phases, in order (each skips runs whose record exists):
 3. ``tune_msf``: MSF seed 1 at d_I 5 for each alpha in :data:`ALPHA` (prompts of seed 2) -> best mean dev.
 4. ``tune_ist``: IST seed 1 (learned, d_I 5, the seed-1 MSF) on the tuning tasks for each lr in :data:`IST_LR`.
 5. ``msf``: the reported MSF runs: d_I sweep (seed 2), seeds 3-4 at d_I 5, training-task count, cls / non-cls.
-6. ``ist``: IST, learned and random subspace, for each of them (seen tasks: the first ``ist.max_train_tasks``).
+6. ``ist``: IST, learned and random subspace, for each of them (seen tasks: the first ``ist.max_train_tasks``,
+   on a new few-shot sample: T_train-diff); then T_train-same (MSF's own sample) at the headline d_I, seeds 2-4.
 The seed that tunes (1) is never reported. Costs: the plan uses the throughput table
 (``results/bench/throughput.csv``: prompt tuning's row at the input's length, evaluation at length + prompt)
 and each stage's maximum steps, so it is an upper bound where early stopping cuts runs short.
@@ -78,6 +79,10 @@ def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
     for r in reported:
         seen = [f"ist.max_train_tasks={IST_SEEN_TASKS}"] if r[0] == "+split=random" else ["ist.tasks=test"]
         runs += [("ist", "ist", r + pt_lr + alpha + ist_lr + seen + [f"subspace={sub}"]) for sub in ("learned", "random")]
+    # T_train-same(IST): the seen tasks on MSF's own few-shot sample, at the headline d_I, every seed
+    runs += [("ist", "ist", base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] + pt_lr + alpha + ist_lr +
+              ["ist.seen_data=same", "ist.tasks=train", f"ist.max_train_tasks={IST_SEEN_TASKS}", "subspace=learned"])
+             for s in SEEDS]
     return runs
 
 

@@ -370,6 +370,8 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
     msf = {W.run_id(_compose(ov), "msf") for p, s, ov in runs if s == "msf"}
     learned = [ov for p, s, ov in runs if s == "ist" and "subspace=random" not in ov]
     assert any(p == "tune_ist" for p, s, ov in runs) and learned
+    same = [ov for p, s, ov in runs if "ist.seen_data=same" in ov]  # T_train-same(IST): every reported seed
+    assert sorted(seed(ov) for ov in same) == [2, 3, 4] and all(p != "tune_ist" for p, s, ov in runs if "ist.seen_data=same" in ov)
     for ov in learned:
         assert W.run_id(msf_cfg(_compose(ov)), "msf") in msf, ov
 
