@@ -1,10 +1,10 @@
 """Run the adapter papers' experiments at small scale and write their CSVs (``results/adapters/``).
 
     python -m adapters.experiments st          # ST-A on the target tasks MRPC, CB (lr on dev, seeds 2-4)
-    python -m adapters.experiments src         # the source tasks' ST-A adapters (seed 2) for fusion
+    python -m adapters.experiments src         # the source tasks' ST-A adapters (seed 2, ST-A's shared lr) for fusion
     python -m adapters.experiments baselines   # head-only on the targets; FT on CB (MRPC: calibration)
     python -m adapters.experiments fusion      # AdapterFusion over the 10 adapters; table1.csv
-    python -m adapters.experiments mta         # MT-A: the targets' adapters trained jointly (seeds 2-4)
+    python -m adapters.experiments mta         # MT-A: the targets' adapters trained jointly (seeds 2-4, ST-A's shared lr)
     python -m adapters.experiments attention   # fusion weights per layer over the targets' dev sets
     python -m adapters.experiments size        # Houlsby sizes vs top-k FT vs LayerNorm-only (MRPC); size.csv
     python -m adapters.experiments all --jobs 2
@@ -46,8 +46,35 @@ class Plan(sweep.Steps):
     def st(self) -> pd.DataFrame:
         return self.run_and_write("st", "st.csv")
 
+    def shared_st_lr(self) -> float:
+        """One adapter lr for runs that train many tasks' adapters without tuning each (the source adapters,
+        MT-A): over the lrs every target's ST-A tuning tried (seed 1), the best mean dev score of the targets
+        (ties: the lower lr). Reads ST-A's records; never a test score."""
+        sw = self.sweep("st")
+        grids = sw._read_choice()
+        cells = sw.tune_cells()
+        if grids is None or any(c.key not in grids for c in cells):
+            raise UserError("ST-A has no lr choice yet: run `python -m adapters.experiments st` first (the source "
+                            "adapters and MT-A use ST-A's dev-chosen lr)")
+        per_lr: dict[float, list[float]] = {}
+        for c in cells:
+            for lr in grids[c.key][0]:
+                dev = sw._dev(sw.cfg(c, sw.spec["tune_seed"], lr))
+                if dev is not None:
+                    per_lr.setdefault(lr, []).append(dev)
+        mean = {lr: sum(v) / len(v) for lr, v in sorted(per_lr.items()) if len(v) == len(cells)}
+        if not mean:
+            raise UserError("ST-A's targets share no lr with a finished tuning run on every target")
+        best = max(mean, key=mean.get)  # sorted ascending, so a tie keeps the lower lr
+        log.info("shared ST-A lr %g (mean dev over %s: %s)", best, [c.task for c in cells],
+                 {f"{k:g}": round(v, 2) for k, v in mean.items()})
+        return best
+
     def src(self) -> pd.DataFrame:
-        return self.run_and_write("src", "src.csv")
+        lr = self.shared_st_lr()
+        df = self.sweep("src", extra=(f"sweep.fixed_lr.adapter={lr}",)).run()
+        self.write(df, "src.csv")
+        return df
 
     def baselines(self) -> pd.DataFrame:
         head = self.sweep("adapters_head").run()
@@ -66,7 +93,7 @@ class Plan(sweep.Steps):
         from adapters.mta import REPORT_SEEDS, run_mta, task_configs
         from common.aggregate import to_frame
 
-        base = ["experiment=adapters_mt", f"records_dir={self.records_dir}"] + \
+        base = ["experiment=adapters_mt", f"records_dir={self.records_dir}", f"method.lr={self.shared_st_lr()}"] + \
             (["scale=smoke", "model=tiny-bert", "multitask.tasks=[rte,cb]"] if self.smoke else [])
         recs = []
         for seed in ([2] if self.smoke else REPORT_SEEDS):

@@ -26,6 +26,10 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert att.groupby(["task", "layer"]).weight.sum().sub(1).abs().max() < 1e-4
     mta = pd.read_csv(d / "mta.csv")
     assert set(mta.task) == {"rte", "cb"} and set(mta.method) == {"adapter_mta"}
+    # the source adapters and MT-A train at one lr: ST-A's dev-best (mean over the targets), from its grid
+    src, st_choice = pd.read_csv(d / "src.csv"), pd.read_csv(d / "adapters_st_lr_choice.csv")
+    grid = {float(x) for g in st_choice.grid for x in str(g).split()}
+    assert len(set(src.lr)) == 1 and set(src.lr) == set(mta.lr) and src.lr.iloc[0] in grid
     size = pd.read_csv(d / "size.csv")
     assert {"adapter", "top_k", "layernorm", "full_ft"} == set(size.method)
     p = subprocess.run([sys.executable, "-m", "adapters.plots", str(d)], cwd=REPO_ROOT, capture_output=True,
