@@ -2,6 +2,7 @@
 
     python -m ipt.experiments plan [--save]      # every stage run with predicted CPU time -> results/ipt/plan.{csv,md}
     python -m ipt.experiments run [--workers 2]  # tune on dev (seed 1), then the reported runs; resumable
+    python -m ipt.experiments run --out /path/to/results   # a clean worktree running into another checkout's results/
 
 Phases, in order (each skips runs whose record exists):
 1. ``tune_pt``: stage-1 prompt tuning with seed 1 on :data:`TUNE_TASKS` for each lr in :data:`PT_LR` ->
@@ -23,6 +24,7 @@ import json
 import logging
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,10 +47,13 @@ N_TUNE_TASKS = 8
 IST_SEEN_TASKS = 10  # IST on the first 10 training tasks (and every unseen task): the budget's cut
 
 
+EXTRA: list[str] = []  # overrides every stage gets (--out: records_dir)
+
+
 def _compose(overrides: list[str]) -> dict:
     from ipt.bench import compose_ipt
 
-    return compose_ipt(overrides)
+    return compose_ipt([*overrides, *EXTRA])
 
 
 def choices() -> dict:
@@ -252,7 +257,7 @@ def run(workers: int) -> None:
             from joblib import Parallel, delayed
 
             log.info("%s: %d MSF runs, %d at a time", phase, len(todo), workers)
-            Parallel(n_jobs=workers, backend="loky")(delayed(_msf_one_thread)(ov) for _, ov in todo)
+            Parallel(n_jobs=workers, backend="loky")(delayed(_msf_one_thread)([*ov, *EXTRA]) for _, ov in todo)
         else:
             for stage, ov in todo:
                 log.info("%s: %s %s", phase, stage, " ".join(ov))
@@ -313,7 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=["plan", "run"])
     ap.add_argument("--save", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results root (default: this checkout's results/): records under <out>/records, "
+                         "choices and plan under <out>/ipt; lets a clean worktree run while this one changes")
     a = ap.parse_args(argv)
+    global OUT, CHOICES
+    if a.out is not None:
+        OUT, CHOICES = a.out / "ipt", a.out / "ipt" / "choices.json"
+        EXTRA[:] = [f"records_dir={(a.out / 'records').resolve()}"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if a.command == "plan":

@@ -415,3 +415,16 @@ def test_bench_table_gives_the_option_cache_speed_up():
                                       ("eval_options_recomputed", 100.0))]
     t = bench_table(pd.DataFrame(rows)).iloc[0]
     assert t["option cache speed-up"] == 3.0 and t["pt_train"] == 50.0
+
+
+def test_driver_out_sends_records_choices_and_plan_to_another_results_root(tmp_path, monkeypatch):
+    import ipt.experiments as E
+
+    for name in ("OUT", "CHOICES"):
+        monkeypatch.setattr(E, name, getattr(E, name))  # restored after the test
+    monkeypatch.setattr(E, "EXTRA", [])
+    seen = {}
+    monkeypatch.setattr(E, "run", lambda workers: seen.update(cfg=E._compose(["+split=random"]), choices=E.CHOICES))
+    assert E.main(["run", "--out", str(tmp_path)]) == 0
+    assert seen["cfg"]["records_dir"] == str((tmp_path / "records").resolve())
+    assert seen["choices"] == tmp_path / "ipt" / "choices.json"
