@@ -134,6 +134,42 @@ def claims(t1: pd.DataFrame | None, size: pd.DataFrame | None) -> str:
     return "\n".join(out)
 
 
+def fusion_scaling(bench: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Fusion's training cost against the number of fused adapters N (``results/bench/adapters.csv``):
+    median ms per training example per (length, N), a least-squares line ms = a + b·N per length and its R²
+    (R² near 1: the cost grows linearly in N, each adapter adding b ms). Returns Markdown and the points."""
+    import numpy as np
+
+    d = bench[bench.method.str.startswith("fusion_") & (bench.metric == "train_examples_per_s")]
+    d = d.assign(N=d.method.str.removeprefix("fusion_").astype(int), ms=1000.0 / d.value)
+    pts = d.groupby(["seq_len", "N"]).ms.median().reset_index()
+    rows = ["| length | ms per example at N = " + ", ".join(str(n) for n in sorted(pts.N.unique()))
+            + " | ms added per adapter (b) | intercept (a) | R² |", "|---:|---|---:|---:|---:|"]
+    for L, g in pts.groupby("seq_len"):
+        b, a = np.polyfit(g.N, g.ms, 1)
+        r2 = 1 - ((g.ms - (a + b * g.N)) ** 2).sum() / ((g.ms - g.ms.mean()) ** 2).sum()
+        rows.append(f"| {L} | {', '.join(f'{v:.0f}' for v in g.ms)} | {b:.1f} | {a:.0f} | {r2:.3f} |")
+    return "\n".join(rows), pts
+
+
+def fusion_scaling_figure(pts: pd.DataFrame, path: Path) -> None:
+    import numpy as np
+
+    plt = mpl()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for L, g in pts.groupby("seq_len"):
+        b, a = np.polyfit(g.N, g.ms, 1)
+        line = ax.plot(g.N, g.ms, "o", label=f"length {L}")[0]
+        ax.plot(g.N, a + b * g.N, "-", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("adapters fused (N)")
+    ax.set_ylabel("ms per training example")
+    ax.set_title("AdapterFusion training cost vs N (MiniLM, CPU)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(out: Path = OUT) -> int:
     out.mkdir(parents=True, exist_ok=True)
     read = lambda n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None  # noqa: E731
@@ -154,6 +190,10 @@ def main(out: Path = OUT) -> int:
         done.append("claims.md")
     if write_bench_table("adapters", out, OUT):
         done.append("bench_table.md")
+        text, fit = fusion_scaling(pd.read_csv(RESULTS_DIR / "bench" / "adapters.csv"))
+        (out / "fusion_scaling.md").write_text(text + "\n")
+        fusion_scaling_figure(fit, out / "fusion_scaling.png")
+        done += ["fusion_scaling.md", "fusion_scaling.png"]
     print(f"wrote {', '.join(done) or 'nothing (no CSVs yet)'} in {out}")
     return 0
 

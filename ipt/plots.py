@@ -34,6 +34,10 @@ def still_rising(rec: dict) -> bool:
     return of_record(rec)[2]  # best dev last and still gaining (common.convergence)
 
 
+def _loss_at(rec: dict, step: int) -> float:
+    return next((h["train_loss"] for h in rec["history"] if h["step"] == step), np.nan)
+
+
 def pt_frame(root: Path) -> pd.DataFrame:
     """Stage-1 scores per task (seed 2 = the prompts MSF and IST use): PT and zero-shot on test."""
     rows = []
@@ -41,7 +45,9 @@ def pt_frame(root: Path) -> pd.DataFrame:
         m = r["primary_metric"]
         rows.append({"task": r["task"], "seed": r["seed"], "lr": r["config"]["pt"]["lr"], "metric": m,
                      "pt": r["final"]["test"][m], "zero_shot": r["final"]["zero_shot_test"][m],
-                     "pt_dev": r["final"]["dev"][m], "still_improving": still_rising(r)})
+                     "pt_dev": r["final"]["dev"][m], "still_improving": still_rising(r),
+                     "best_step": r["best"]["step"], "loss_at_best": _loss_at(r, r["best"]["step"]),
+                     "loss_at_stop": r["history"][-1]["train_loss"]})
     return pd.DataFrame(rows)
 
 
@@ -162,7 +168,8 @@ def cls_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
 
 def pt_summary(pt: pd.DataFrame) -> pd.DataFrame:
     """Stage 1 per (seed, lr): mean dev score (seed 1's chose the lr), how many tasks PT beats the zero-shot
-    scorer on (test), mean PT and zero-shot on test."""
+    scorer on (test), mean PT and zero-shot on test, the median step of the best dev evaluation (the prompt
+    kept) and the training loss there and at the last step (does the prompt fit its examples?)."""
     rows = []
     for (seed, lr), g in pt.groupby(["seed", "lr"]):
         rows.append({"seed": seed, "lr": lr, "role": "tuning (not reported)" if seed == 1 else "prompts for MSF / IST",
@@ -170,6 +177,8 @@ def pt_summary(pt: pd.DataFrame) -> pd.DataFrame:
                      "PT > zero-shot": int((g.pt > g.zero_shot).sum()),
                      "mean PT": round(g.pt.mean(), 1), "mean zero-shot": round(g.zero_shot.mean(), 1),
                      "mean PT − zero-shot": round((g.pt - g.zero_shot).mean(), 1),
+                     "median best step": g.best_step.median(),
+                     "median train loss at best / at stop": f"{g.loss_at_best.median():.2f} / {g.loss_at_stop.median():.2f}",
                      "still improving": int(g.still_improving.sum())})
     return pd.DataFrame(rows)
 

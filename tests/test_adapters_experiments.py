@@ -39,3 +39,20 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
         assert (d / f).stat().st_size > 0
     table = (d / "table1.md").read_text()
     assert "(76.82)" in table and "+5.8" in table  # the paper's RTE Fusion number and gain beside ours
+
+
+def test_fusion_scaling_recovers_a_linear_cost_and_flags_a_nonlinear_one():
+    import pandas as pd
+
+    from adapters.plots import fusion_scaling
+
+    def bench(ms_of_n):
+        return pd.DataFrame([{"method": f"fusion_{n}", "seq_len": 64, "metric": m, "value": v}
+                             for n in (2, 4, 8, 11) for m, v in (("train_examples_per_s", 1000.0 / ms_of_n(n)),
+                                                                  ("peak_rss_mb", 1.0))]
+                            + [{"method": "lora", "seq_len": 64, "metric": "train_examples_per_s", "value": 1.0}])
+
+    text, pts = fusion_scaling(bench(lambda n: 20.0 + 5.0 * n))
+    assert list(pts.N) == [2, 4, 8, 11] and "| 64 | 30, 40, 60, 75 | 5.0 | 20 | 1.000 |" in text
+    text, _ = fusion_scaling(bench(lambda n: 2.0 ** n))  # exponential: the fit's R² says it is not a line
+    assert float(text.strip().split("|")[-2]) < 0.95

@@ -314,11 +314,14 @@ def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
     d = dim_table(means).set_index(["setting", "subspace"])
     assert d.loc[("T_test(IST)", "learned"), "d_I 5"] == "60.0" and d.loc[("T_test(IST)", "learned"), "paper d_I 5"] == 65.0
     pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2] * 3, "lr": [0.01] * 3, "pt": [80.0, 50.0, 70.0], "zero_shot": [60.0, 55.0, 70.0],
-                       "pt_dev": [60.0, 40.0, 50.0], "still_improving": [False, True, False]})
+                       "pt_dev": [60.0, 40.0, 50.0], "still_improving": [False, True, False],
+                       "best_step": [20, 40, 60], "loss_at_best": [0.5, 0.6, 0.7], "loss_at_stop": [0.2, 0.3, 0.4]})
     s = pt_summary(pt).iloc[0]
+    assert s["median best step"] == 40 and s["median train loss at best / at stop"] == "0.60 / 0.30"
     assert s["mean PT dev"] == pytest.approx(50.0) and s["PT > zero-shot"] == 1 and s["still improving"] == 1 and s["mean PT − zero-shot"] == pytest.approx(5.0)
     tune = pd.DataFrame({"task": ["a", "a", "a"], "seed": [1] * 3, "lr": [0.003, 0.01, 0.03], "pt": [1.0] * 3,
-                         "zero_shot": [0.0] * 3, "pt_dev": [55.0, 52.0, 53.5], "still_improving": [False] * 3})
+                         "zero_shot": [0.0] * 3, "pt_dev": [55.0, 52.0, 53.5], "still_improving": [False] * 3,
+                         "best_step": [20] * 3, "loss_at_best": [0.5] * 3, "loss_at_stop": [0.2] * 3})
     text = claims_text(pd.concat([pt, tune]), None)
     assert "picked 0.003, the grid's lowest point" in text and "span 3.0 points" in text
 
