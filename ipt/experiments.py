@@ -10,9 +10,11 @@ Phases, in order (each skips runs whose record exists):
 2. ``prompts``: stage 1 on every task of the random split (it holds all tasks of every split), seed 2.
 3. ``tune_msf``: MSF seed 1 at d_I 5 for each alpha in :data:`ALPHA` (prompts of seed 2) -> best mean dev.
 4. ``tune_ist``: IST seed 1 (learned, d_I 5, the seed-1 MSF) on the tuning tasks for each lr in :data:`IST_LR`.
-5. ``msf``: the reported MSF runs: d_I sweep (seed 2), seeds 3-4 at d_I 5, training-task count, cls / non-cls.
+5. ``msf``: the reported MSF runs: d_I sweep (seed 2), seeds 3-4 at d_I 5, training-task count, cls / non-cls;
 6. ``ist``: IST, learned and random subspace, for each of them (seen tasks: the first ``ist.max_train_tasks``,
-   on a new few-shot sample: T_train-diff); then T_train-same (MSF's own sample) at the headline d_I, seeds 2-4.
+   on a new few-shot sample: T_train-diff), and T_train-same (MSF's own sample) at the headline d_I, seeds 2-4.
+   Phases 5 and 6 alternate, two MSF runs then their IST runs: MSF's decoder is a scratch file, and an IST run
+   whose decoder is missing (a new machine) first re-runs that MSF (same config, same record id).
 The seed that tunes (1) is never reported. Costs: the plan uses the throughput table
 (``results/bench/throughput.csv``: prompt tuning's row at the input's length, evaluation at length + prompt)
 and each stage's maximum steps, so it is an upper bound where early stopping cuts runs short.
@@ -45,6 +47,7 @@ IST_LR = [3e-3, 1e-2, 3e-2, 1e-1]
 # Tuning tasks: the first 8 training tasks of the random split (fixed, any reasonable choice would do).
 N_TUNE_TASKS = 8
 IST_SEEN_TASKS = 10  # IST on the first 10 training tasks (and every unseen task): the budget's cut
+MSF_GROUP = 2  # reported MSF runs trained side by side (one thread each), then their IST runs
 
 
 EXTRA: list[str] = []  # overrides every stage gets (--out: records_dir)
@@ -80,14 +83,19 @@ def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
     reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] for s in SEEDS[1:]]
     reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"]
                  for sp in ("random_20", "random_40", "random_60", "random_80", "cls", "noncls")]
-    runs += [("msf", "msf", r + pt_lr + alpha) for r in reported]
-    for r in reported:
-        seen = [f"ist.max_train_tasks={IST_SEEN_TASKS}"] if r[0] == "+split=random" else ["ist.tasks=test"]
-        runs += [("ist", "ist", r + pt_lr + alpha + ist_lr + seen + [f"subspace={sub}"]) for sub in ("learned", "random")]
-    # T_train-same(IST): the seen tasks on MSF's own few-shot sample, at the headline d_I, every seed
-    runs += [("ist", "ist", base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] + pt_lr + alpha + ist_lr +
-              ["ist.seen_data=same", "ist.tasks=train", f"ist.max_train_tasks={IST_SEEN_TASKS}", "subspace=learned"])
-             for s in SEEDS]
+    # MSF and the IST runs that read its decoder alternate in groups of MSF_GROUP: the decoder lives in the
+    # scratch folder (outputs/, ~12 MB each, not committed), so IST should follow it before a session ends
+    for i in range(0, len(reported), MSF_GROUP):
+        group = reported[i:i + MSF_GROUP]
+        runs += [("msf", "msf", r + pt_lr + alpha) for r in group]
+        for r in group:
+            seen = [f"ist.max_train_tasks={IST_SEEN_TASKS}"] if r[0] == "+split=random" else ["ist.tasks=test"]
+            runs += [("ist", "ist", r + pt_lr + alpha + ist_lr + seen + [f"subspace={sub}"]) for sub in ("learned", "random")]
+            if r[0] == "+split=random" and f"intrinsic_dim={HEADLINE_D}" in r:
+                # T_train-same(IST): the seen tasks on MSF's own few-shot sample, at the headline d_I, every seed
+                runs.append(("ist", "ist", r + pt_lr + alpha + ist_lr +
+                             ["ist.seen_data=same", "ist.tasks=train", f"ist.max_train_tasks={IST_SEEN_TASKS}",
+                              "subspace=learned"]))
     return runs
 
 
@@ -244,16 +252,27 @@ def _best(records: list[dict]) -> float:
 ORDER = ["tune_pt", "prompts", "tune_msf", "tune_ist", "msf", "ist"]
 
 
+def segments(runs: list[tuple[str, str, list[str]]]) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """Consecutive runs of one phase, grouped: [(phase, [(stage, overrides), ...]), ...]."""
+    out: list[tuple[str, list]] = []
+    for phase, stage, ov in runs:
+        if not out or out[-1][0] != phase:
+            out.append((phase, []))
+        out[-1][1].append((stage, ov))
+    return out
+
+
 def run(workers: int) -> None:
-    """Every phase in :data:`ORDER`; after a tuning phase its choice is recorded, and the phases after it
-    are rebuilt with it."""
+    """Every segment of :func:`phases` in order; after a tuning phase its choice is recorded and the list is
+    rebuilt with it (same structure, so the segment index carries over)."""
     from ipt import ist, msf, prompt_tuning
 
     stages = {"prompt_tuning": prompt_tuning, "msf": msf, "ist": ist}
-    for phase in ORDER:
-        todo = [(stage, ov) for ph, stage, ov in phases(choices()) if ph == phase]
-        if todo and all(stage == "msf" for stage, _ in todo) and workers > 1:
-            # an MSF run is one joint training: run the phase's invocations side by side, one thread each
+    i = 0
+    while i < len(segs := segments(phases(choices()))):
+        phase, todo = segs[i]
+        if all(stage == "msf" for stage, _ in todo) and workers > 1 and len(todo) > 1:
+            # an MSF run is one joint training: run the segment's invocations side by side, one thread each
             from joblib import Parallel, delayed
 
             log.info("%s: %d MSF runs, %d at a time", phase, len(todo), workers)
@@ -261,9 +280,27 @@ def run(workers: int) -> None:
         else:
             for stage, ov in todo:
                 log.info("%s: %s %s", phase, stage, " ".join(ov))
-                stages[stage].stage(_compose(ov + [f"workers={workers}"]))
+                cfg = _compose(ov + [f"workers={workers}"])
+                if stage == "ist":
+                    _ensure_decoder(cfg)
+                stages[stage].stage(cfg)
         if phase.startswith("tune"):
             _choose(phase)
+        i += 1
+
+
+def _ensure_decoder(cfg: dict) -> None:
+    """Re-run the MSF whose decoder a learned-subspace IST invocation reads when its scratch file is gone
+    and some of the invocation's IST runs are still to do."""
+    from ipt import msf
+    from ipt import workbench as W
+    from ipt.ist import msf_cfg
+
+    if cfg["subspace"] != "learned" or msf.checkpoint_path(mcfg := msf_cfg(cfg)).is_file():
+        return
+    if any(W.existing(cfg, "ist", i)[1] is None for i in _record_ids("ist", cfg)):
+        log.info("ist: the MSF decoder %s is missing (a new machine?): re-running that MSF", msf.checkpoint_path(mcfg))
+        msf.stage(mcfg)  # a complete record without its checkpoint is re-run (msf.stage)
 
 
 def _msf_one_thread(overrides: list[str]) -> None:

@@ -383,6 +383,46 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
         assert W.run_id(msf_cfg(_compose(ov)), "msf") in msf, ov
 
 
+def test_each_ist_invocation_follows_the_msf_run_it_reads(mirror):
+    """MSF and IST alternate: a learned-subspace IST invocation comes after its MSF run and before the MSF
+    runs of later groups, so a session that ends between groups loses at most one group's decoders."""
+    from ipt import workbench as W
+    from ipt.experiments import MSF_GROUP, _compose, phases, segments
+    from ipt.ist import msf_cfg
+
+    runs = phases({"pt_lr": 0.01, "alpha": 1.0, "ist_lr": 0.03})
+    at = {W.run_id(_compose(ov), "msf"): i for i, (p, s, ov) in enumerate(runs) if p == "msf"}
+    for i, (p, s, ov) in enumerate(runs):
+        if p == "ist" and "subspace=random" not in ov:
+            j = at[W.run_id(msf_cfg(_compose(ov)), "msf")]
+            assert j < i and not any(q == "msf" for q, _, _ in runs[j + MSF_GROUP:i]), (i, ov)
+    segs = segments(runs)
+    assert [len(t) for p, t in segs if p == "msf"] == [MSF_GROUP] * (len(at) // MSF_GROUP)
+    assert sum(len(t) for _, t in segs) == len(runs)
+
+
+def test_a_lost_decoder_reruns_its_msf_only_when_ist_runs_remain(tmp_path, monkeypatch):
+    import ipt.experiments as E
+    from ipt import msf
+    from ipt.ist import msf_cfg
+
+    monkeypatch.setattr(E, "EXTRA", [f"records_dir={tmp_path}"])
+    monkeypatch.setattr(W, "SCRATCH_DIR", tmp_path / "scratch")
+    calls = []
+    monkeypatch.setattr(msf, "stage", lambda cfg: calls.append(W.run_id(cfg, "msf")))
+    cfg = E._compose(["+split=random", "intrinsic_dim=5", "seed=2", "ist.tasks=test", "subspace=learned"])
+    E._ensure_decoder(cfg)
+    assert calls == [W.run_id(msf_cfg(cfg), "msf")]  # decoder missing, IST runs to do
+    folder = W.record_dir(cfg, "ist")
+    folder.mkdir(parents=True)
+    for i in E._record_ids("ist", cfg):
+        (folder / f"{i}.json").write_text(json.dumps({"status": "completed"}))
+    E._ensure_decoder(cfg)
+    assert len(calls) == 1  # every IST run of the invocation done: nothing to re-run
+    E._ensure_decoder(E._compose(["+split=random", "intrinsic_dim=5", "seed=2", "ist.tasks=test", "subspace=random"]))
+    assert len(calls) == 1  # a random subspace reads no decoder
+
+
 def test_random_subspace_runs_are_shared_across_splits_and_learned_ones_are_not():
     """The plan counts a random-subspace IST run once: its identity is the decoder's shape and seed, so the
     same unseen task under random and random_20 is one run; a learned subspace is each split's own MSF."""
