@@ -10,6 +10,8 @@ Phases, in order (each skips runs whose record exists):
 2. ``prompts``: stage 1 on every task of the random split (it holds all tasks of every split), seed 2.
 3. ``tune_msf``: MSF seed 1 at d_I 5 for each alpha in :data:`ALPHA` (prompts of seed 2) -> best mean dev.
 4. ``tune_ist``: IST seed 1 (learned, d_I 5, the seed-1 MSF) on the tuning tasks for each lr in :data:`IST_LR`.
+   A tuning phase whose dev-best value is an edge of its grid extends the grid one log-step past that edge
+   (as :mod:`common.sweep`; at most :data:`MAX_EXTEND` times, recorded as ``<key>_grid`` in choices.json).
 5. ``msf``: the reported MSF runs: d_I sweep (seed 2), seeds 3-4 at d_I 5, training-task count, cls / non-cls;
 6. ``ist``: IST, learned and random subspace, for each of them (seen tasks: the first ``ist.max_train_tasks``,
    on a new few-shot sample: T_train-diff), and T_train-same (MSF's own sample) at the headline d_I, seeds 2-4.
@@ -42,8 +44,12 @@ D_SWEEP = [1, 5, 25, 100]
 SEEDS = [2, 3, 4]
 TUNE_SEED = 1
 PT_LR = [3e-3, 1e-2, 3e-2, 1e-1]
-ALPHA = [0.1, 1.0, 10.0]
+# alpha weighs mean((P_rec - P*)^2); our stage-1 prompts' mean square is ~3e-3 (MiniLM's embedding scale), so
+# alpha <= 10 leaves the term negligible beside the task loss (~1): the reconstruction error of such runs stayed
+# at the prompts' own mean square (nothing reconstructed). The grid spans weak to dominant; the paper's 200 sits in it.
+ALPHA = [1.0, 10.0, 100.0, 1000.0]
 IST_LR = [3e-3, 1e-2, 3e-2, 1e-1]
+MAX_EXTEND = 2  # grid extensions past an edge, per tuning phase
 # Tuning tasks: the first 8 training tasks of the random split (fixed, any reasonable choice would do).
 N_TUNE_TASKS = 8
 IST_SEEN_TASKS = 10  # IST on the first 10 training tasks (and every unseen task): the budget's cut
@@ -70,15 +76,16 @@ def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
     ist_lr = [f"ist.lr={chosen['ist_lr']}"] if "ist_lr" in chosen else []
     base = ["+split=random"]
     tune_tasks = _tune_tasks()
-    runs = [("tune_pt", "prompt_tuning", base + [f"seed={TUNE_SEED}", f"pt.lr={lr}", f"tasks=[{tune_tasks}]"]) for lr in PT_LR]
+    runs = [("tune_pt", "prompt_tuning", base + [f"seed={TUNE_SEED}", f"pt.lr={lr}", f"tasks=[{tune_tasks}]"])
+            for lr in grid("tune_pt", chosen)]
     runs.append(("prompts", "prompt_tuning", base + pt_lr + ["seed=2"]))
     runs += [("tune_msf", "msf", base + pt_lr + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"msf.alpha={a}"])
-             for a in ALPHA]
+             for a in grid("tune_msf", chosen)]
     # IST's tuning tasks by ist.max_train_tasks, not tasks=[...]: `tasks` is part of the MSF run's identity, so
     # it would send IST looking for an MSF run over those tasks only
     runs += [("tune_ist", "ist", base + pt_lr + alpha + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"ist.lr={lr}",
                                                          "ist.tasks=train", f"ist.max_train_tasks={N_TUNE_TASKS}"])
-             for lr in IST_LR]
+             for lr in grid("tune_ist", chosen)]
     reported = [base + [f"intrinsic_dim={d}", "seed=2"] for d in D_SWEEP]
     reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] for s in SEEDS[1:]]
     reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"]
@@ -284,8 +291,8 @@ def run(workers: int) -> None:
                 if stage == "ist":
                     _ensure_decoder(cfg)
                 stages[stage].stage(cfg)
-        if phase.startswith("tune"):
-            _choose(phase)
+        if phase.startswith("tune") and not _choose(phase):
+            continue  # the grid grew past an edge: the same segment again, with its new run
         i += 1
 
 
@@ -314,31 +321,57 @@ def _msf_one_thread(overrides: list[str]) -> None:
     msf.stage(_compose(overrides))
 
 
+# tuning phase -> (choices.json key, the override it tunes, its starting grid)
+TUNED = {"tune_pt": ("pt_lr", "pt.lr", PT_LR), "tune_msf": ("alpha", "msf.alpha", ALPHA),
+         "tune_ist": ("ist_lr", "ist.lr", IST_LR)}
+
+
 def _key(phase: str) -> str:
-    return {"tune_pt": "pt_lr", "tune_msf": "alpha", "tune_ist": "ist_lr"}[phase]
+    return TUNED[phase][0]
 
 
-def _choose(phase: str) -> None:
-    """Record the dev-best value of a tuning phase in choices.json (ties: the first in grid order)."""
+def grid(phase: str, chosen: dict) -> list[float]:
+    """A tuning phase's grid: the starting one, or the one extended past an edge (choices.json)."""
+    key, _, start = TUNED[phase]
+    return chosen.get(f"{key}_grid", start)
+
+
+def _choose(phase: str) -> bool:
+    """Record the dev-best value of a tuning phase in choices.json (ties: the first in grid order), or, when
+    it is an edge of the grid and the grid may grow, extend the grid past that edge instead (False: the
+    phase has a new run to do)."""
     from common.aggregate import load_records
+    from common.sweep import extend
     from ipt import workbench as W
 
     got = choices()
-    if _key(phase) in got:
-        return
+    key, override, _ = TUNED[phase]
+    if key in got:
+        return True
     scores = {}
     for _, stage, ov in (p for p in phases(got) if p[0] == phase):
         cfg = _compose(ov)
         recs = [r for r in load_records(W.record_dir(cfg, stage)) if _matches(r, cfg, stage)]
-        value = next(o.split("=", 1)[1] for o in ov if o.startswith(("pt.lr=", "msf.alpha=", "ist.lr=")))
+        # the phase's own override: the chosen values of earlier phases (pt.lr=...) are in `ov` too
+        value = next(o.split("=", 1)[1] for o in ov if o.startswith(f"{override}="))
         if not recs:
-            raise UserError(f"{phase}: no records for {value}")
+            raise UserError(f"{phase}: no records for {override}={value}")
         scores[value] = recs[0]["final"]["dev"]["mean_primary"] if stage == "msf" else _best(recs)
+    g = sorted(grid(phase, got))
     best = max(scores, key=scores.get)
-    got[_key(phase)] = float(best)
-    got[f"{_key(phase)}_dev_scores"] = scores
+    edge = "low" if float(best) == g[0] else "high" if float(best) == g[-1] else None
+    n_extended = len(g) - len(TUNED[phase][2])
+    got[f"{key}_dev_scores"] = scores
+    if edge and n_extended < MAX_EXTEND:
+        got[f"{key}_grid"] = sorted([*g, extend(g, edge)])
+        write_atomic(CHOICES, json.dumps(got, indent=1) + "\n")
+        log.info("%s: dev picks %s=%s, the %s edge of %s: grid extended to %s", phase, key, best, edge, g, got[f"{key}_grid"])
+        return False
+    got[key] = float(best)
+    got[f"{key}_at_edge"] = edge or ""
     write_atomic(CHOICES, json.dumps(got, indent=1) + "\n")
-    log.info("%s: chose %s=%s (mean dev %s)", phase, _key(phase), best, scores)
+    log.info("%s: chose %s=%s (mean dev %s)", phase, key, best, scores)
+    return True
 
 
 def _matches(rec: dict, cfg: dict, stage: str) -> bool:

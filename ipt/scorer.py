@@ -59,6 +59,21 @@ def _with_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor 
     return torch.cat([prompt, embeds], 1), torch.cat([mask.new_ones(B, P), mask], 1)
 
 
+def option_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy over each row's options, label smoothing spread over that row's real options only.
+
+    ``logits`` (B, M) holds -inf where a row has fewer than M options (multirc: 2-9). F.cross_entropy's
+    smoothing would put mass on those and return inf (its gradient stays finite, but the logged loss and
+    the target are wrong); here the uniform part is over the row's own options. Equal to F.cross_entropy
+    when every row has all M options.
+    """
+    logp = F.log_softmax(logits, dim=-1)  # (B, M); -inf at missing options
+    valid = torch.isfinite(logits)
+    nll = -logp.gather(1, labels[:, None]).squeeze(1)  # (B,)
+    uniform = -logp.masked_fill(~valid, 0.0).sum(-1) / valid.sum(-1)  # (B,) mean over the real options
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
+
+
 class CosineOptionScorer(nn.Module):
     """Cosine similarity of the prompted input's and each option's pooled encoder states (see module doc)."""
 
@@ -115,7 +130,7 @@ class CosineOptionScorer(nn.Module):
 
     def loss(self, task: TaskData, items: list[dict], prompt: torch.Tensor | None) -> torch.Tensor:
         labels = torch.tensor([it["label"] for it in items])
-        return F.cross_entropy(self.logits(task, items, prompt), labels, label_smoothing=self.cfg.label_smoothing)
+        return option_cross_entropy(self.logits(task, items, prompt), labels, self.cfg.label_smoothing)
 
     @torch.no_grad()
     def evaluate(self, task: TaskData, items: list[dict], prompt: torch.Tensor | None, metrics, batch_size: int = 64):

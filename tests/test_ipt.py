@@ -117,6 +117,28 @@ def test_cosine_scorer_reports_em_of_an_option_task_as_choosing_the_gold_option(
     assert scorer.evaluate(task, task.dev, None, ["em"]) == {"em": got["accuracy"]}
 
 
+def test_option_loss_smooths_over_each_rows_own_options():
+    """Rows with fewer options (-inf logits): finite loss, equal to the loss on the row cut to its options;
+    with every option present it is F.cross_entropy with label smoothing."""
+    from ipt.scorer import option_cross_entropy
+
+    torch.manual_seed(0)
+    z, y = torch.randn(3, 4), torch.tensor([0, 1, 3])
+    assert torch.allclose(option_cross_entropy(z, y, 0.1), F.cross_entropy(z, y, label_smoothing=0.1))
+    n_opts = [3, 2, 4]
+    masked = z.clone()
+    for i, n in enumerate(n_opts):
+        masked[i, n:] = float("-inf")
+    masked.requires_grad_(True)
+    y = torch.tensor([0, 1, 2])
+    loss = option_cross_entropy(masked, y, 0.1)
+    rows = [F.cross_entropy(z[i:i + 1, :n], y[i:i + 1], label_smoothing=0.1) for i, n in enumerate(n_opts)]
+    assert torch.isfinite(loss) and torch.allclose(loss, torch.stack(rows).mean())
+    loss.backward()
+    assert torch.isfinite(masked.grad).all()
+    assert not torch.isfinite(F.cross_entropy(masked, y, label_smoothing=0.1))  # what it replaces
+
+
 def test_prompt_changes_scores(minilm_scorer):
     cfg, scorer, _ = minilm_scorer
     task = W.load_task(cfg, scorer, "crossfit/" + TRAIN_TASK, 100, with_test=False)
@@ -399,6 +421,35 @@ def test_each_ist_invocation_follows_the_msf_run_it_reads(mirror):
     segs = segments(runs)
     assert [len(t) for p, t in segs if p == "msf"] == [MSF_GROUP] * (len(at) // MSF_GROUP)
     assert sum(len(t) for _, t in segs) == len(runs)
+
+
+def test_tuning_reads_its_own_value_and_extends_a_grid_whose_edge_wins(tmp_path, monkeypatch):
+    """The chosen value is the phase's own (``msf.alpha``), not an earlier phase's choice that is also in the
+    overrides (``pt.lr``); a winning edge grows the grid by one log-step and the phase runs again."""
+    import common.aggregate
+    import ipt.experiments as E
+
+    monkeypatch.setattr(E, "CHOICES", tmp_path / "choices.json")
+    monkeypatch.setattr(E, "_compose", lambda ov: {"ov": ov})
+    monkeypatch.setattr(W, "record_dir", lambda cfg, stage: tmp_path)
+    monkeypatch.setattr(E, "_matches", lambda rec, cfg, stage: rec["ov"] == cfg["ov"])
+    monkeypatch.setattr(E, "phases", lambda got: [("tune_msf", "msf", ["pt.lr=0.003", f"msf.alpha={a}"])
+                                                  for a in E.grid("tune_msf", got)])
+    dev = {}
+    monkeypatch.setattr(common.aggregate, "load_records", lambda folder: [
+        {"ov": ["pt.lr=0.003", f"msf.alpha={a}"], "final": {"dev": {"mean_primary": s}}} for a, s in dev.items()])
+    lo, mid, hi = E.ALPHA[0], E.ALPHA[1], E.ALPHA[-1]
+    dev.update({a: 40.0 for a in E.ALPHA} | {mid: 42.0})
+    assert E._choose("tune_msf") and E.choices()["alpha"] == mid  # inside the grid: chosen
+    assert E.choices()["alpha_dev_scores"] == {str(a): dev[a] for a in E.ALPHA}
+    E.CHOICES.unlink()
+    dev.update({lo: 43.0})
+    assert not E._choose("tune_msf")  # the low edge wins: one more point, no choice yet
+    below = lo * lo / E.ALPHA[1]
+    assert E.choices()["alpha_grid"] == pytest.approx([below, *E.ALPHA]) and "alpha" not in E.choices()
+    dev.update({below: 39.0})
+    assert E._choose("tune_msf") and E.choices()["alpha"] == lo and E.choices()["alpha_at_edge"] == ""
+    assert hi in E.grid("tune_msf", E.choices())
 
 
 def test_a_lost_decoder_reruns_its_msf_only_when_ist_runs_remain(tmp_path, monkeypatch):
