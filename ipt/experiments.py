@@ -379,7 +379,10 @@ def _matches(rec: dict, cfg: dict, stage: str) -> bool:
     from common.records import flatten
 
     f, c = flatten(rec["config"]), flatten(cfg)
-    keys = ("pt.lr", "msf.alpha", "ist.lr", "seed", "intrinsic_dim", "split.name", "subspace")
+    # only the values the stage reads: a later stage's default (msf.alpha for stage 1) may change
+    keys = {"prompt_tuning": ("pt.lr", "seed", "split.name"),
+            "msf": ("pt.lr", "msf.alpha", "seed", "intrinsic_dim", "split.name"),
+            "ist": ("pt.lr", "msf.alpha", "ist.lr", "seed", "intrinsic_dim", "split.name", "subspace")}[stage]
     return all(f.get(k) == c.get(k) for k in keys)
 
 

@@ -452,6 +452,16 @@ def test_tuning_reads_its_own_value_and_extends_a_grid_whose_edge_wins(tmp_path,
     assert hi in E.grid("tune_msf", E.choices())
 
 
+def test_a_stage_1_record_matches_whatever_later_stages_default_to():
+    """Stage-1 records stay found when a later stage's default (msf.alpha, ist.lr) changes."""
+    from ipt.experiments import _compose, _matches
+
+    rec = {"config": _compose(["+split=random", "seed=1", "pt.lr=0.01", "msf.alpha=1.0", "ist.lr=0.1"])}
+    assert _matches(rec, _compose(["+split=random", "seed=1", "pt.lr=0.01", "msf.alpha=7.0"]), "prompt_tuning")
+    assert not _matches(rec, _compose(["+split=random", "seed=1", "pt.lr=0.03"]), "prompt_tuning")
+    assert not _matches(rec, _compose(["+split=random", "seed=1", "pt.lr=0.01", "msf.alpha=7.0"]), "msf")
+
+
 def test_a_lost_decoder_reruns_its_msf_only_when_ist_runs_remain(tmp_path, monkeypatch):
     import ipt.experiments as E
     from ipt import msf
