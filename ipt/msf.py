@@ -83,12 +83,14 @@ def stage(cfg: dict) -> dict:
         for t in train:  # T_train(MSF)
             rec = ae(prompts[t.name])
             per_task[t.name] = {"role": "train", "metric": t.primary_metric, "dev": out["best"]["dev"][t.name], "test": W.scores(scorer, t, t.test, rec),
-                                "reconstruction_mse": F.mse_loss(rec, prompts[t.name]).item()}
+                                "reconstruction_mse": F.mse_loss(rec, prompts[t.name]).item(),
+                                "prompt_mean_square": prompts[t.name].pow(2).mean().item()}
         for name in split.test:  # T_test(MSF)
             t = W.load_task(cfg, scorer, name, cfg["few_shot_seed"])
             rec = ae(prompts[name])
             per_task[name] = {"role": "test", "metric": t.primary_metric, "test": W.scores(scorer, t, t.test, rec),
-                              "reconstruction_mse": F.mse_loss(rec, prompts[name]).item()}
+                              "reconstruction_mse": F.mse_loss(rec, prompts[name]).item(),
+                              "prompt_mean_square": prompts[name].pow(2).mean().item()}  # the error of a zero reconstruction
     save_tensors(ae.state_dict(), checkpoint_path(cfg))
     mean = {role: _mean(per_task, role) for role in ("train", "test")}
     body = {"task": f"split:{split.name}", "task_type": "multi_task", "method": "msf", "seed": cfg["seed"],

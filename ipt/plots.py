@@ -25,6 +25,7 @@ from common.plots import OPEN_NOTE, mark, markdown, mpl
 
 OUT = RESULTS_DIR / "ipt"
 HEADLINE_D = 5
+TUNE_SEED = 1  # chose the lr / alpha values on dev: never in a reported table
 # Paper (v1 / later version): relative performance of IST at d_I 5 / 250 (paper_targets.md §1).
 PAPER = {("T_train-diff(IST)", 5): 87.0, ("T_test(IST)", 5): 65.0, ("T_train-diff(IST)", 250): 97.0,
          ("T_test(IST)", 250): 83.0}
@@ -51,16 +52,38 @@ def pt_frame(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def score_frame(root: Path) -> pd.DataFrame:
-    """One row per (run, task) of MSF and IST: setting, d_I, split, subspace, seed, primary test score."""
+def msf_frame(root: Path) -> pd.DataFrame:
+    """One row per MSF run (tuning runs included): alpha, d_I, seed, mean dev, mean test on train / unseen tasks,
+    the median relative reconstruction error (MSE / the prompt's mean square: 1 = no better than a zero
+    prompt), the best step and whether it was still improving."""
     rows = []
     for r in load_records(root / "msf"):
+        c, pt = r["config"], r["per_task"].values()
+        rel = [v["reconstruction_mse"] / v["prompt_mean_square"] for v in pt if v["role"] == "train" and "prompt_mean_square" in v]
+        rows.append({"split": c["split"]["name"], "seed": r["seed"], "role": "tuning" if r["seed"] == TUNE_SEED else "reported",
+                     "d_I": c["intrinsic_dim"], "alpha": c["msf"]["alpha"], "mean dev": round(r["final"]["dev"]["mean_primary"], 1),
+                     "test: train tasks": round(r["final"]["test"]["mean_primary_train_tasks"], 1),
+                     "test: unseen tasks": round(r["final"]["test"]["mean_primary_test_tasks"], 1),
+                     "median relative reconstruction error": round(float(np.median(rel)), 3) if rel else np.nan,
+                     "best step": r["best"]["step"], "steps": r["steps"], "still improving": still_rising(r)})
+    return pd.DataFrame(rows).sort_values(["role", "split", "d_I", "alpha", "seed"]) if rows else pd.DataFrame(rows)
+
+
+def score_frame(root: Path) -> pd.DataFrame:
+    """One row per (run, task) of the reported MSF and IST runs (the tuning seed's are left out): setting, d_I,
+    split, subspace, seed, primary test score."""
+    rows = []
+    for r in load_records(root / "msf"):
+        if r["seed"] == TUNE_SEED:
+            continue
         c = r["config"]
         for task, v in r["per_task"].items():
             rows.append({"setting": f"T_{v['role']}(MSF)", "task": task, "split": c["split"]["name"],
                          "d_I": c["intrinsic_dim"], "subspace": "learned", "seed": r["seed"],
                          "score": v["test"][v["metric"]], "still_improving": still_rising(r), "run_id": r["run_id"]})
     for r in load_records(root / "ist"):
+        if r["seed"] == TUNE_SEED:
+            continue
         c = r["config"]
         setting = "T_test(IST)" if r["role"] == "test" else \
             ("T_train-diff(IST)" if c["ist"]["seen_data"] == "diff" else "T_train-same(IST)")
@@ -220,11 +243,39 @@ def tasks_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None) -> str:
+TUNED = [("pt_lr", "stage-1 lr (8 tasks, mean dev)"), ("alpha", "MSF alpha (d_I 5, train tasks' mean dev)"),
+         ("ist_lr", "IST lr (d_I 5, 8 seen tasks, mean dev)")]
+
+
+def tuning_table(chosen: dict) -> pd.DataFrame:
+    """Each tuning phase of ``results/ipt/choices.json``: its grid's dev scores (seed 1), the grid extensions
+    past an edge and the value chosen (``pending`` while the phase still has runs to do)."""
+    rows = []
+    for key, what in TUNED:
+        scores = chosen.get(f"{key}_dev_scores")
+        if not scores:
+            continue
+        grid = sorted(float(v) for v in scores)
+        rows.append({"phase": what, "dev score per value": ", ".join(f"{v:g}: {scores[k]:.1f}" for v in grid
+                                                                      for k in scores if float(k) == v),
+                     "grid extended past an edge": "yes" if f"{key}_grid" in chosen else "no",
+                     "chosen": f"{chosen[key]:g}" if key in chosen else "pending",
+                     "chosen at an edge": chosen.get(f"{key}_at_edge") or ("no" if key in chosen else "—")})
+    return pd.DataFrame(rows)
+
+
+def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None, chosen: dict | None = None,
+                msf_runs: pd.DataFrame | None = None) -> str:
     """The numbers the README's IPT verdicts rest on, as Markdown."""
     out = ["Stage 1 (prompt tuning) against the zero-shot scorer (mean over tasks; dev on the 16-example few-shot "
            "dev sets, the rest on test):", "",
            markdown(pt_summary(pt)), ""]
+    if chosen and len(t := tuning_table(chosen)):
+        out += ["Tuning on dev with seed 1 (never reported; an edge winner extends the grid one log-step, at most "
+                "twice; `results/ipt/choices.json`):", "", markdown(t), ""]
+    if msf_runs is not None and len(msf_runs):
+        out += ["MSF runs (mean dev and test over the split's tasks; reconstruction error relative to the prompt's "
+                "mean square, median over training tasks: 1 = no better than a zero prompt):", "", markdown(msf_runs), ""]
     tune = pt[pt.seed == 1].groupby("lr").pt_dev.mean()
     if len(tune) > 1:
         best = tune.idxmax()
@@ -250,6 +301,12 @@ def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
     return t.reset_index()
 
 
+def _choices(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "choices.json").read_text()) if (out / "choices.json").is_file() else {}
+
+
 def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     from common.records import write_atomic
     from common.sweep import write_frame
@@ -264,9 +321,12 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
         write_atomic(out / "bench_table.md", markdown(bench_table(pd.read_csv(bench))) + "\n")
     floor = pt.assign(beats_zero_shot=pt.pt > pt.zero_shot)
     write_frame(floor, out / "pt_floor.csv")
+    msf_runs = msf_frame(root)
+    if len(msf_runs):
+        write_atomic(out / "msf_runs.md", markdown(msf_runs) + "\n")
     scores = score_frame(root)
     if scores.empty:
-        write_atomic(out / "claims.md", claims_text(pt, None))
+        write_atomic(out / "claims.md", claims_text(pt, None, _choices(out), msf_runs))
         print("stage 1 only: wrote pt_floor.csv, claims.md")
         return 0
     rel = relative(scores, pt)
@@ -278,7 +338,7 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     dim_figure(means, out / "dim.png")
     tasks_figure(means, out / "tasks.png")
     write_atomic(out / "cls_noncls.md", markdown(cls_table(means)) + "\n")
-    write_atomic(out / "claims.md", claims_text(pt, means))
+    write_atomic(out / "claims.md", claims_text(pt, means, _choices(out), msf_runs))
     print(markdown(table))
     return 0
 

@@ -295,8 +295,16 @@ def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
     assert all(r["trainable_params"] == 5 for r in ist)
     from ipt.plots import main as plots_main
 
+    assert all(v["prompt_mean_square"] > 0 for v in msf["per_task"].values())
+    # a tuning-seed copy of the MSF run: in the MSF table as tuning, never in a reported score
+    (root / "msf" / "tuning_copy.json").write_text(json.dumps({**msf, "seed": 1, "run_id": "tuning_copy"}))
+    from ipt.plots import msf_frame, score_frame
+
+    assert sorted(msf_frame(root).role) == ["reported", "tuning"]
+    assert set(score_frame(root).seed) == {msf["seed"]} != {1}
     assert plots_main(root, tmp_path / "out") == 0
-    assert {"pt_floor.csv", "scores.csv", "settings.md", "dim.png", "tasks.png", "claims.md"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"pt_floor.csv", "scores.csv", "settings.md", "dim.png", "tasks.png", "claims.md", "msf_runs.md"} <= \
+        {p.name for p in (tmp_path / "out").iterdir()}
 
 
 def test_relative_performance_and_its_chance_corrected_version():
@@ -346,6 +354,13 @@ def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
                          "best_step": [20] * 3, "loss_at_best": [0.5] * 3, "loss_at_stop": [0.2] * 3})
     text = claims_text(pd.concat([pt, tune]), None)
     assert "picked 0.003, the grid's lowest point" in text and "span 3.0 points" in text
+    from ipt.plots import tuning_table
+
+    t = tuning_table({"pt_lr": 0.003, "pt_lr_at_edge": "", "pt_lr_grid": [0.0009, 0.003, 0.01],
+                      "pt_lr_dev_scores": {"0.003": 53.3, "0.01": 51.0, "0.0009": 52.0},
+                      "alpha_dev_scores": {"10.0": 40.0, "1.0": 41.0}}).set_index("phase")
+    assert list(t["chosen"]) == ["0.003", "pending"] and list(t["grid extended past an edge"]) == ["yes", "no"]
+    assert t["dev score per value"].iloc[0] == "0.0009: 52.0, 0.003: 53.3, 0.01: 51.0"  # in grid order
 
 
 def test_bart_text_to_text_path_runs_end_to_end(tmp_path):
