@@ -315,7 +315,8 @@ def _msf_one_thread(overrides: list[str]) -> None:
 
     from ipt import msf
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # force: a loky worker reused from stage 1's per-task pool already has a WARNING-level root handler
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
     torch.set_num_threads(1)
     log.info("msf: %s", " ".join(overrides))
     msf.stage(_compose(overrides))
