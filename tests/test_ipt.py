@@ -312,14 +312,18 @@ def test_relative_performance_and_its_chance_corrected_version():
 
     from ipt.plots import relative, run_means
 
-    pt = pd.DataFrame({"task": ["a", "b"], "seed": [2, 2], "pt": [80.0, 50.0], "zero_shot": [60.0, 55.0]})
-    scores = pd.DataFrame({"setting": ["T_test(IST)"] * 2, "task": ["a", "b"], "split": ["random"] * 2, "d_I": [5, 5],
-                           "subspace": ["learned"] * 2, "seed": [2, 2], "score": [70.0, 50.0], "still_improving": [False, True]})
+    pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2, 2, 2], "pt": [80.0, 50.0, 40.5], "zero_shot": [60.0, 55.0, 40.0]})
+    scores = pd.DataFrame({"setting": ["T_test(IST)"] * 3, "task": ["a", "b", "c"], "split": ["random"] * 3,
+                           "d_I": [5] * 3, "subspace": ["learned"] * 3, "seed": [2] * 3, "score": [70.0, 50.0, 35.0],
+                           "still_improving": [False, True, False]})
     rel = relative(scores, pt).set_index("task")
     assert rel.loc["a", "rel"] == pytest.approx(87.5) and rel.loc["a", "rel_cc"] == pytest.approx(50.0)
     assert rel.loc["b", "rel"] == pytest.approx(100.0) and pd.isna(rel.loc["b", "rel_cc"])  # PT below zero-shot
+    assert rel.loc["c", "rel_cc"] == pytest.approx(-1000.0)  # half a point of room: the per-task ratio explodes
     m = run_means(relative(scores, pt)).iloc[0]
-    assert m.rel == pytest.approx(93.75) and m.rel_cc == pytest.approx(50.0) and m.tasks == 2 and m.still_improving
+    # the run's chance-corrected score is a ratio of sums over a and c: (10 - 5) / (20 + 0.5)
+    assert m.rel_cc == pytest.approx(100 * 5 / 20.5) and m.rel == pytest.approx((87.5 + 100 + 100 * 35 / 40.5) / 3)
+    assert m.pt_minus_zero_shot == pytest.approx((20 - 5 + 0.5) / 3) and m.tasks == 3 and m.still_improving
 
 
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
