@@ -54,6 +54,9 @@ MAX_EXTEND = 2  # grid extensions past an edge, per tuning phase
 N_TUNE_TASKS = 8
 IST_SEEN_TASKS = 10  # IST on the first 10 training tasks (and every unseen task): the budget's cut
 MSF_GROUP = 2  # reported MSF runs trained side by side (one thread each), then their IST runs
+# alpha is screened at the scale's msf.steps (1000); its winner was still rising there (best dev at the last
+# evaluation), so the reported MSF runs get twice that, and patience (4 evaluations) stops them once dev flattens
+MSF_REPORTED_STEPS = 2000
 
 
 EXTRA: list[str] = []  # overrides every stage gets (--out: records_dir)
@@ -86,9 +89,10 @@ def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
     runs += [("tune_ist", "ist", base + pt_lr + alpha + [f"seed={TUNE_SEED}", f"intrinsic_dim={HEADLINE_D}", f"ist.lr={lr}",
                                                          "ist.tasks=train", f"ist.max_train_tasks={N_TUNE_TASKS}"])
              for lr in grid("tune_ist", chosen)]
-    reported = [base + [f"intrinsic_dim={d}", "seed=2"] for d in D_SWEEP]
-    reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] for s in SEEDS[1:]]
-    reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"]
+    steps = [f"msf.steps={MSF_REPORTED_STEPS}"]  # part of the MSF run's identity, so IST carries it too
+    reported = [base + [f"intrinsic_dim={d}", "seed=2"] + steps for d in D_SWEEP]
+    reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] + steps for s in SEEDS[1:]]
+    reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"] + steps
                  for sp in ("random_20", "random_40", "random_60", "random_80", "cls", "noncls")]
     # MSF and the IST runs that read its decoder alternate in groups of MSF_GROUP: the decoder lives in the
     # scratch folder (outputs/, ~12 MB each, not committed), so IST should follow it before a session ends

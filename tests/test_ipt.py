@@ -422,6 +422,11 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
     assert sorted(seed(ov) for ov in same) == [2, 3, 4] and all(p != "tune_ist" for p, s, ov in runs if "ist.seen_data=same" in ov)
     for ov in learned:
         assert W.run_id(msf_cfg(_compose(ov)), "msf") in msf, ov
+    # the reported MSF runs get the longer budget, the alpha screen the scale's own
+    from ipt.experiments import MSF_REPORTED_STEPS
+
+    steps = {p: {_compose(ov)["msf"]["steps"] for q, s, ov in runs if q == p and s == "msf"} for p in ("tune_msf", "msf")}
+    assert steps == {"tune_msf": {_compose(["+split=random"])["msf"]["steps"]}, "msf": {MSF_REPORTED_STEPS}}
 
 
 def test_each_ist_invocation_follows_the_msf_run_it_reads(mirror):
