@@ -101,6 +101,7 @@ def relative(scores: pd.DataFrame, pt: pd.DataFrame, prompt_seed: int = 2) -> pd
     p, z = out.task.map(base.pt), out.task.map(base.zero_shot)
     out["pt"], out["zero_shot"] = p, z
     out["rel"] = 100 * out.score / p.where(p > 0)
+    out["rel_zs"] = 100 * z / p.where(p > 0)  # the prompt-free scorer on the same ratio: the floor of ``rel``
     out["rel_cc"] = (100 * (out.score - z) / (p - z)).where(p > z)
     return out
 
@@ -108,14 +109,15 @@ def relative(scores: pd.DataFrame, pt: pd.DataFrame, prompt_seed: int = 2) -> pd
 def run_means(rel: pd.DataFrame) -> pd.DataFrame:
     """Per run (setting, split, d_I, subspace, seed): mean relative performance over its tasks, the
     chance-corrected one as sum(score - zero-shot) / sum(PT - zero-shot) over the tasks where PT beats zero-shot,
-    and the room PT leaves above the floor (mean PT - zero-shot over all its tasks)."""
+    the room PT leaves above the floor (mean PT - zero-shot over all its tasks) and the zero-shot scorer's own
+    score / PT (``rel_zs``: what ``rel`` is with no prompt at all)."""
     keys = ["setting", "split", "d_I", "subspace", "seed"]
     g = rel.groupby(keys)
     # chance-corrected as a ratio of sums over the tasks where PT beats zero-shot: a per-task ratio explodes on
     # tasks where PT clears the floor by a fraction of a point, and at `small` many do
     up = rel[rel.pt > rel.zero_shot]
     gu = up.assign(gain=up.score - up.zero_shot, room=up.pt - up.zero_shot).groupby(keys)
-    return pd.DataFrame({"rel": g.rel.mean(), "rel_cc": 100 * gu.gain.sum() / gu.room.sum(),
+    return pd.DataFrame({"rel": g.rel.mean(), "rel_zs": g.rel_zs.mean(), "rel_cc": 100 * gu.gain.sum() / gu.room.sum(),
                          "pt_minus_zero_shot": g.apply(lambda x: (x.pt - x.zero_shot).mean(), include_groups=False),
                          "tasks": g.task.nunique(), "still_improving": g.still_improving.any()}).reset_index()
 
@@ -126,7 +128,8 @@ def settings_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
     rows = []
     for setting, g in m.groupby("setting", sort=False):
         rows.append({"setting": setting, "tasks": int(g.tasks.max()), "seeds": len(g),
-                     "relative %": _cell(g.rel), "chance-corrected %": _cell(g.rel_cc),
+                     "relative %": _cell(g.rel), "zero-shot / PT %": _cell(g.rel_zs) if "rel_zs" in g else "—",
+                     "chance-corrected %": _cell(g.rel_cc),
                      "PT − zero-shot (points)": _cell(g.pt_minus_zero_shot) if "pt_minus_zero_shot" in g else "—",
                      f"paper d_I {d}": PAPER.get((setting, d), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan),
                      "still improving": bool(g.still_improving.any())})
@@ -141,19 +144,30 @@ def _cell(x: pd.Series) -> str:
 
 
 def dim_figure(means: pd.DataFrame, path: Path) -> None:
+    """Relative performance vs d_I (left: the paper's score / PT with the zero-shot scorer's own ratio dotted
+    and the paper's BART-base points as crosses; right: chance-corrected, where zero-shot is 0 by construction)."""
     plt = mpl()
     m = means[(means.split == "random") & means.setting.isin(["T_train-diff(IST)", "T_test(IST)"])]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
+    colors = {"T_train-diff(IST)": "C0", "T_test(IST)": "C1"}
     for ax, col, label in zip(axes, ("rel", "rel_cc"), ("score / PT (%)", "chance-corrected (%)")):
         for (setting, sub), g in m.groupby(["setting", "subspace"]):
             s = g.groupby("d_I")[col].agg(["mean", "min", "max"])
             ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o",
-                        linestyle="-" if sub == "learned" else "--", label=f"{setting}, {sub}", capsize=3)
+                        color=colors[setting], linestyle="-" if sub == "learned" else "--", label=f"{setting}, {sub}",
+                        capsize=3)
         ax.set_xscale("log")
         ax.set_xlabel("intrinsic dimension d_I")
         ax.set_ylabel(label)
         ax.axhline(100, color="grey", lw=0.5)
-    axes[0].legend(fontsize=7)
+    for setting, g in m.groupby("setting"):
+        if "rel_zs" in g and g.rel_zs.notna().any():
+            axes[0].axhline(g.rel_zs.mean(), color=colors[setting], ls=":", lw=1, label=f"{setting}: zero-shot (no prompt)")
+    for (setting, d), v in PAPER.items():
+        axes[0].scatter([d], [v], marker="x", color=colors.get(setting, "k"), zorder=3,
+                        label=f"{setting}: paper (BART-base)" if d == HEADLINE_D else None)
+    axes[1].axhline(0, color="grey", lw=0.5, ls=":")
+    axes[0].legend(fontsize=6)
     fig.suptitle("IST on MiniLM (small): relative performance vs d_I", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -227,6 +241,8 @@ def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
     for (setting, sub), g in m.groupby(["setting", "subspace"], sort=False):
         row = {"setting": setting, "subspace": sub}
         row.update({f"d_I {d}": _seed_cell(g[g.d_I == d], col) for d in dims})
+        if col == "rel" and "rel_zs" in g:  # the same tasks scored with no prompt: the ratio's floor
+            row["zero-shot / PT"] = _cell(g.rel_zs)
         if sub == "learned":
             row.update({"paper d_I 5": PAPER.get((setting, 5), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan)})
         rows.append(row)

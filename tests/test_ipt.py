@@ -324,6 +324,8 @@ def test_relative_performance_and_its_chance_corrected_version():
     # the run's chance-corrected score is a ratio of sums over a and c: (10 - 5) / (20 + 0.5)
     assert m.rel_cc == pytest.approx(100 * 5 / 20.5) and m.rel == pytest.approx((87.5 + 100 + 100 * 35 / 40.5) / 3)
     assert m.pt_minus_zero_shot == pytest.approx((20 - 5 + 0.5) / 3) and m.tasks == 3 and m.still_improving
+    # the prompt-free scorer on the paper's ratio: where ``rel`` would sit with no prompt at all
+    assert m.rel_zs == pytest.approx((75.0 + 110.0 + 100 * 40 / 40.5) / 3)
 
 
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
