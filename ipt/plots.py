@@ -25,6 +25,7 @@ from common.plots import OPEN_NOTE, mark, markdown, mpl
 
 OUT = RESULTS_DIR / "ipt"
 HEADLINE_D = 5
+PROMPT_SEED = 2  # the stage-1 seed whose prompts MSF and IST read
 TUNE_SEED = 1  # chose the lr / alpha values on dev: never in a reported table
 # Paper (v1 / later version): relative performance of IST at d_I 5 / 250 (paper_targets.md §1).
 PAPER = {("T_train-diff(IST)", 5): 87.0, ("T_test(IST)", 5): 65.0, ("T_train-diff(IST)", 250): 97.0,
@@ -93,7 +94,7 @@ def score_frame(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def relative(scores: pd.DataFrame, pt: pd.DataFrame, prompt_seed: int = 2) -> pd.DataFrame:
+def relative(scores: pd.DataFrame, pt: pd.DataFrame, prompt_seed: int = PROMPT_SEED) -> pd.DataFrame:
     """``scores`` with ``rel`` = score / PT and ``rel_cc`` = (score - zero-shot) / (PT - zero-shot), both in %
     (``rel_cc`` is NaN where PT does not beat zero-shot)."""
     base = pt[pt.seed == prompt_seed].set_index("task")
@@ -196,7 +197,8 @@ def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
         ax.plot(s.index, s.values, marker="o", linestyle="-" if sub == "learned" else "--", label=sub)
     ax.set_xlabel("training tasks (the paper's 20/40/60/80/100, ours: those with options)")
     ax.set_ylabel("unseen tasks: score / PT (%)")
-    ax.legend(fontsize=8)
+    if len(m):
+        ax.legend(fontsize=8)
     ax.set_title(f"IST, d_I {d}: more training tasks", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -288,6 +290,12 @@ def tuning_table(chosen: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def floor_list(pt: pd.DataFrame, seed: int = PROMPT_SEED) -> list[str]:
+    """The tasks whose stage-1 prompt (``seed``) does not beat zero-shot on test, as "task (PT / zero-shot)"."""
+    p = pt[(pt.seed == seed) & (pt.pt <= pt.zero_shot)].sort_values("task")
+    return [f"{t.split('/')[-1]} ({a:.1f} / {b:.1f})" for t, a, b in zip(p.task, p.pt, p.zero_shot)]
+
+
 def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None, chosen: dict | None = None,
                 msf_runs: pd.DataFrame | None = None) -> str:
     """The numbers the README's IPT verdicts rest on, as Markdown."""
@@ -300,6 +308,10 @@ def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None, chosen: dict | Non
     if msf_runs is not None and len(msf_runs):
         out += ["MSF runs (mean dev and test over the split's tasks; reconstruction error relative to the prompt's "
                 "mean square, median over training tasks: 1 = no better than a zero prompt):", "", markdown(msf_runs), ""]
+    if lost := floor_list(pt):
+        out += [f"Tasks where the prompts MSF and IST use (seed 2) do not beat the zero-shot scorer on test ({len(lost)} "
+                f"of {int((pt.seed == PROMPT_SEED).sum())}; PT / zero-shot; chance-corrected cells leave them out): "
+                f"{', '.join(lost)}.", ""]
     tune = pt[pt.seed == 1].groupby("lr").pt_dev.mean()
     if len(tune) > 1:
         best = tune.idxmax()

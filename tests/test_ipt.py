@@ -310,7 +310,7 @@ def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
 def test_relative_performance_and_its_chance_corrected_version():
     import pandas as pd
 
-    from ipt.plots import relative, run_means
+    from ipt.plots import floor_list, relative, run_means
 
     pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2, 2, 2], "pt": [80.0, 50.0, 40.5], "zero_shot": [60.0, 55.0, 40.0]})
     scores = pd.DataFrame({"setting": ["T_test(IST)"] * 3, "task": ["a", "b", "c"], "split": ["random"] * 3,
@@ -326,6 +326,7 @@ def test_relative_performance_and_its_chance_corrected_version():
     assert m.pt_minus_zero_shot == pytest.approx((20 - 5 + 0.5) / 3) and m.tasks == 3 and m.still_improving
     # the prompt-free scorer on the paper's ratio: where ``rel`` would sit with no prompt at all
     assert m.rel_zs == pytest.approx((75.0 + 110.0 + 100 * 40 / 40.5) / 3)
+    assert floor_list(pt) == ["b (50.0 / 55.0)"]  # listed, not hidden
 
 
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
