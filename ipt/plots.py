@@ -240,11 +240,14 @@ def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
     m = means[means.split == "random"]
     dims = sorted(m.d_I.unique())
     rows = []
+    full = m.groupby("setting").tasks.max()  # a run with fewer tasks is still running: its cell says so
     for (setting, sub), g in m.groupby(["setting", "subspace"], sort=False):
         row = {"setting": setting, "subspace": sub}
-        row.update({f"d_I {d}": _seed_cell(g[g.d_I == d], col) for d in dims})
+        for d in dims:
+            gd, n = g[g.d_I == d], full[setting]
+            row[f"d_I {d}"] = _seed_cell(gd, col) + (f" ({int(gd.tasks.min())} of {n} tasks)" if len(gd) and gd.tasks.min() < n else "")
         if col == "rel" and "rel_zs" in g:  # the same tasks scored with no prompt: the ratio's floor
-            row["zero-shot / PT"] = _cell(g.rel_zs)
+            row["zero-shot / PT"] = f"{g[g.tasks == full[setting]].rel_zs.mean():.1f}"
         if sub == "learned":
             row.update({"paper d_I 5": PAPER.get((setting, 5), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan)})
         rows.append(row)
