@@ -81,7 +81,8 @@ def score_frame(root: Path) -> pd.DataFrame:
         for task, v in r["per_task"].items():
             rows.append({"setting": f"T_{v['role']}(MSF)", "task": task, "split": c["split"]["name"],
                          "d_I": c["intrinsic_dim"], "subspace": "learned", "seed": r["seed"],
-                         "score": v["test"][v["metric"]], "still_improving": still_rising(r), "run_id": r["run_id"]})
+                         "score": v["test"][v["metric"]], "still_improving": still_rising(r), "run_id": r["run_id"],
+                         "best_step": r["best"]["step"]})
     for r in load_records(root / "ist"):
         if r["seed"] == TUNE_SEED:
             continue
@@ -90,7 +91,7 @@ def score_frame(root: Path) -> pd.DataFrame:
             ("T_train-diff(IST)" if c["ist"]["seen_data"] == "diff" else "T_train-same(IST)")
         rows.append({"setting": setting, "task": r["task"], "split": c["split"]["name"], "d_I": r["intrinsic_dim"],
                      "subspace": c["subspace"], "seed": r["seed"], "score": r["final"]["test"][r["primary_metric"]],
-                     "still_improving": still_rising(r), "run_id": r["run_id"]})
+                     "still_improving": still_rising(r), "run_id": r["run_id"], "best_step": r["best"]["step"]})
     return pd.DataFrame(rows)
 
 
@@ -120,7 +121,8 @@ def run_means(rel: pd.DataFrame) -> pd.DataFrame:
     gu = up.assign(gain=up.score - up.zero_shot, room=up.pt - up.zero_shot).groupby(keys)
     return pd.DataFrame({"rel": g.rel.mean(), "rel_zs": g.rel_zs.mean(), "rel_cc": 100 * gu.gain.sum() / gu.room.sum(),
                          "pt_minus_zero_shot": g.apply(lambda x: (x.pt - x.zero_shot).mean(), include_groups=False),
-                         "tasks": g.task.nunique(), "still_improving": g.still_improving.any()}).reset_index()
+                         "tasks": g.task.nunique(), "still_improving": g.still_improving.any(),
+                         **({"best_step": g.best_step.median()} if "best_step" in rel else {})}).reset_index()
 
 
 def settings_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
@@ -133,6 +135,8 @@ def settings_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
                      "chance-corrected %": _cell(g.rel_cc),
                      "PT − zero-shot (points)": _cell(g.pt_minus_zero_shot) if "pt_minus_zero_shot" in g else "—",
                      f"paper d_I {d}": PAPER.get((setting, d), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan),
+                     # IST's is per task: where dev peaks at the first evaluation, v has barely left its init
+                     "median best step": g.best_step.median() if "best_step" in g else np.nan,
                      "still improving": bool(g.still_improving.any())})
     return pd.DataFrame(rows)
 

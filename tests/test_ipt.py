@@ -315,7 +315,7 @@ def test_relative_performance_and_its_chance_corrected_version():
     pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2, 2, 2], "pt": [80.0, 50.0, 40.5], "zero_shot": [60.0, 55.0, 40.0]})
     scores = pd.DataFrame({"setting": ["T_test(IST)"] * 3, "task": ["a", "b", "c"], "split": ["random"] * 3,
                            "d_I": [5] * 3, "subspace": ["learned"] * 3, "seed": [2] * 3, "score": [70.0, 50.0, 35.0],
-                           "still_improving": [False, True, False]})
+                           "still_improving": [False, True, False], "best_step": [20, 40, 100]})
     rel = relative(scores, pt).set_index("task")
     assert rel.loc["a", "rel"] == pytest.approx(87.5) and rel.loc["a", "rel_cc"] == pytest.approx(50.0)
     assert rel.loc["b", "rel"] == pytest.approx(100.0) and pd.isna(rel.loc["b", "rel_cc"])  # PT below zero-shot
@@ -327,6 +327,7 @@ def test_relative_performance_and_its_chance_corrected_version():
     # the prompt-free scorer on the paper's ratio: where ``rel`` would sit with no prompt at all
     assert m.rel_zs == pytest.approx((75.0 + 110.0 + 100 * 40 / 40.5) / 3)
     assert floor_list(pt) == ["b (50.0 / 55.0)"]  # listed, not hidden
+    assert m.best_step == 40  # the median over the run's tasks
 
 
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
