@@ -6,7 +6,8 @@ tasks where PT beats the zero-shot scorer (the others are listed in ``results/ip
 hidden: on few-shot tasks PT can sit at the floor). Outputs in results/ipt/: ``scores.csv`` (every task
 score of every MSF / IST run, long format), ``pt_floor.csv``, ``settings.csv`` + ``settings.md`` (the five
 evaluation settings at the headline d_I), ``dim.png`` (relative performance vs d_I, learned vs random),
-``tasks.png`` (vs number of training tasks), ``cls_noncls.md``, and ``claims.md`` (the numbers each README
+``tasks.png`` (vs number of training tasks), ``cls_noncls.md``, ``paired.md`` (learned vs random subspace and
+learned vs zero-shot, paired by task and seed, with a signed-rank test), and ``claims.md`` (the numbers each README
 claim rests on: stage 1 against the zero-shot floor, relative performance by d_I and by training-task count);
 ``bench_table.md`` from ``results/bench/ipt.csv`` when it exists.
 """
@@ -258,6 +259,45 @@ def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+P_LEVEL = 0.05  # claim (b)'s rule, fixed before the runs: learned - random > 0 with two-sided Wilcoxon p < P_LEVEL
+
+
+def _wilcoxon(diff: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p over paired differences (NaN where it is undefined: < 2 non-zero pairs)."""
+    from scipy.stats import wilcoxon
+
+    d = diff[diff != 0]
+    return float(wilcoxon(d).pvalue) if len(d) >= 2 else np.nan
+
+
+def paired_table(rel: pd.DataFrame) -> pd.DataFrame:
+    """IST's learned subspace against the random one and against the zero-shot scorer, per (setting, split, d_I),
+    paired by (task, seed): mean difference in points, wins, and the signed-rank p over the pairs. Tasks of every
+    kind are in (a paired difference needs no room above the floor); ``PT − zero-shot`` says how much room there was."""
+    ist = rel[rel.setting.isin(["T_test(IST)", "T_train-diff(IST)"])]
+    keys, pair = ["setting", "split", "d_I"], ["task", "seed"]
+    rows = []
+    for (setting, split, d), g in ist.groupby(keys, sort=True):
+        lr = g[g.subspace == "learned"].set_index(pair)
+        rd = g[g.subspace == "random"].set_index(pair)
+        both = lr.index.intersection(rd.index)
+        if not len(both):
+            continue
+        a, b = lr.loc[both], rd.loc[both]
+        diff, gain = a.score - b.score, a.score - a.zero_shot
+        p = _wilcoxon(diff)
+        rows.append({"setting": setting, "split": split, "d_I": d, "pairs (task × seed)": len(both),
+                     "seeds": a.index.get_level_values("seed").nunique(),
+                     "learned − random (points)": round(diff.mean(), 1), "learned wins": f"{int((diff > 0).sum())} of {len(both)}",
+                     "Wilcoxon p": round(p, 4), f"learned > random at p < {P_LEVEL}": bool(diff.mean() > 0 and p < P_LEVEL),
+                     "learned − zero-shot (points)": round(gain.mean(), 1),
+                     "learned > zero-shot": f"{int((gain > 0).sum())} of {len(both)}",
+                     "Wilcoxon p (vs zero-shot)": round(_wilcoxon(gain), 4),
+                     "PT − zero-shot (points)": round((a.pt - a.zero_shot).mean(), 1),
+                     "still improving": bool(a.still_improving.any() or b.still_improving.any())})
+    return pd.DataFrame(rows)
+
+
 def tasks_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
     """Unseen-task recovery (T_test(IST)) by the number of training tasks, learned and random subspace."""
     n_train = n_train_tasks(means)
@@ -304,7 +344,7 @@ def floor_list(pt: pd.DataFrame, seed: int = PROMPT_SEED) -> list[str]:
 
 
 def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None, chosen: dict | None = None,
-                msf_runs: pd.DataFrame | None = None) -> str:
+                msf_runs: pd.DataFrame | None = None, paired: pd.DataFrame | None = None) -> str:
     """The numbers the README's IPT verdicts rest on, as Markdown."""
     out = ["Stage 1 (prompt tuning) against the zero-shot scorer (mean over tasks; dev on the 16-example few-shot "
            "dev sets, the rest on test):", "",
@@ -330,6 +370,10 @@ def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None, chosen: dict | Non
                 "", markdown(dim_table(means, "rel")), "",
                 "The same, chance-corrected ((score − zero-shot) / (PT − zero-shot), tasks where PT beats zero-shot):",
                 "", markdown(dim_table(means, "rel_cc").drop(columns=["paper d_I 5", "paper d_I 250"], errors="ignore")), ""]
+        if paired is not None and len(paired):
+            out += [f"(a), (b) Paired by task and seed (every task, floor or not): the rule for (b) is learned − random "
+                    f"> 0 with a two-sided Wilcoxon signed-rank p < {P_LEVEL} over the pairs; `learned − zero-shot` is "
+                    "what v adds over no prompt at all:", "", markdown(paired), ""]
         t = tasks_table(means)
         if len(t):
             out += [f"(c) Unseen tasks (T_test(IST), d_I {HEADLINE_D}) by the number of training tasks:", "", markdown(t), ""]
@@ -381,7 +425,9 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     dim_figure(means, out / "dim.png")
     tasks_figure(means, out / "tasks.png")
     write_atomic(out / "cls_noncls.md", markdown(cls_table(means)) + "\n")
-    write_atomic(out / "claims.md", claims_text(pt, means, _choices(out), msf_runs))
+    paired = paired_table(rel)
+    write_atomic(out / "paired.md", markdown(paired) + "\n")
+    write_atomic(out / "claims.md", claims_text(pt, means, _choices(out), msf_runs, paired))
     print(markdown(table))
     return 0
 

@@ -330,6 +330,28 @@ def test_relative_performance_and_its_chance_corrected_version():
     assert m.best_step == 40  # the median over the run's tasks
 
 
+def test_paired_table_pairs_learned_and_random_by_task_and_seed():
+    import pandas as pd
+
+    from ipt.plots import paired_table
+
+    rows = []
+    for i in range(6):
+        for sub, score in (("learned", 50.0 + i), ("random", 48.0 + i)):
+            rows.append({"setting": "T_test(IST)", "split": "random", "d_I": 5, "subspace": sub, "task": f"t{i}",
+                         "seed": 2, "score": score, "pt": 55.0, "zero_shot": 51.0, "still_improving": False})
+    rows.append({**rows[0], "task": "only_learned"})  # no random partner: not a pair
+    t = paired_table(pd.DataFrame(rows)).iloc[0]
+    assert t["pairs (task × seed)"] == 6 and t["learned − random (points)"] == pytest.approx(2.0)
+    assert t["learned wins"] == "6 of 6" and t["Wilcoxon p"] == pytest.approx(0.0312, abs=1e-4)  # exact: 2 / 2^6
+    assert t["learned > random at p < 0.05"]
+    assert t["learned − zero-shot (points)"] == pytest.approx(1.5) and t["learned > zero-shot"] == "4 of 6"
+    flat = pd.DataFrame([{**r, "score": 50.0} for r in rows])  # no differences: no test, no claim
+    t = paired_table(flat).iloc[0]
+    assert pd.isna(t["Wilcoxon p"]) and not t["learned > random at p < 0.05"]
+    assert paired_table(pd.DataFrame(rows[::2])).empty  # learned runs only: nothing to pair
+
+
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
     import pandas as pd
 
