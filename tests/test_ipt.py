@@ -352,6 +352,39 @@ def test_paired_table_pairs_learned_and_random_by_task_and_seed():
     assert paired_table(pd.DataFrame(rows[::2])).empty  # learned runs only: nothing to pair
 
 
+def test_recovery_rule_needs_every_seed_above_half_of_pts_gain():
+    import pandas as pd
+
+    from ipt.plots import recovery_rule
+
+    rows = [{"setting": st, "split": "random", "d_I": 5, "subspace": "learned", "seed": seed, "rel_cc": cc,
+             "still_improving": False}
+            for st, seed, cc in (("T_train-diff(IST)", 2, 80.0), ("T_train-diff(IST)", 3, 55.0), ("T_test(IST)", 2, 20.0),
+                                 ("T_test(IST)", 3, 30.0))]
+    r = recovery_rule(pd.DataFrame(rows)).iloc[0]
+    assert r["seen > 50 % on every seed"] and r["unseen < seen"] and r["seen, new data: chance-corrected % (min over seeds)"] == 55.0
+    rows[1]["rel_cc"] = 45.0  # one seed below half: not "most"
+    assert not recovery_rule(pd.DataFrame(rows)).iloc[0]["seen > 50 % on every seed"]
+    assert recovery_rule(pd.DataFrame(rows[:2])).empty  # no unseen runs yet
+
+
+def test_task_count_rule_pairs_the_fewest_and_most_training_tasks_on_the_same_unseen_tasks():
+    import pandas as pd
+
+    from ipt.plots import tasks_trend
+
+    means = pd.DataFrame([{"setting": "T_train(MSF)", "split": sp, "tasks": n} for sp, n in (("random_20", 9), ("random_60", 35), ("random", 52))])
+    rows = [{"setting": "T_test(IST)", "split": sp, "d_I": 5, "subspace": "learned", "task": f"t{i}", "seed": 2,
+             "score": 40.0 + i + bonus} for sp, bonus in (("random_20", 0.0), ("random_60", 1.0), ("random", 3.0))
+            for i in range(6)]
+    text = tasks_trend(pd.DataFrame(rows), means)
+    assert "random (52 training tasks) against random_20 (9)" in text and "+3.0 points" in text
+    assert "higher on 6 of 6 pairs" in text and "the rule holds (3 of 5 splits in so far)" in text and "3 splits: 1.00" in text
+    worse = pd.DataFrame([{**r, "score": r["score"] - (6.0 if r["split"] == "random" else 0.0)} for r in rows])
+    assert "the rule does not hold" in tasks_trend(worse, means)
+    assert tasks_trend(pd.DataFrame(rows[:6]), means) is None  # one split: nothing to compare
+
+
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
     import pandas as pd
 
