@@ -149,11 +149,18 @@ def _cell(x: pd.Series) -> str:
     return f"{x.mean():.1f}" if len(x) == 1 else f"{x.mean():.1f} [{x.min():.1f}, {x.max():.1f}]"
 
 
+def complete_runs(means: pd.DataFrame) -> pd.DataFrame:
+    """The runs that have every task of their setting and split (a run still going has fewer)."""
+    full = means.groupby(["setting", "split"]).tasks.transform("max")
+    return means[means.tasks == full]
+
+
 def dim_figure(means: pd.DataFrame, path: Path) -> None:
     """Relative performance vs d_I (left: the paper's score / PT with the zero-shot scorer's own ratio dotted
-    and the paper's BART-base points as crosses; right: chance-corrected, where zero-shot is 0 by construction)."""
+    and the paper's BART-base points as crosses; right: chance-corrected, where zero-shot is 0 by construction).
+    Complete runs only: a run still going is in the tables, marked "(k of n tasks)"."""
     plt = mpl()
-    m = means[(means.split == "random") & means.setting.isin(["T_train-diff(IST)", "T_test(IST)"])]
+    m = complete_runs(means[(means.split == "random") & means.setting.isin(["T_train-diff(IST)", "T_test(IST)"])])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
     colors = {"T_train-diff(IST)": "C0", "T_test(IST)": "C1"}
     for ax, col, label in zip(axes, ("rel", "rel_cc"), ("score / PT (%)", "chance-corrected (%)")):
@@ -194,7 +201,7 @@ def n_train_tasks(means: pd.DataFrame) -> dict[str, int]:
 def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
     plt = mpl()
     n_train = n_train_tasks(means)
-    m = means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")].copy()
+    m = complete_runs(means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")]).copy()
     m["n"] = m.split.map(n_train)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for sub, g in m.groupby("subspace"):

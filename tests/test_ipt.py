@@ -407,6 +407,9 @@ def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
     d = dim_table(means).set_index(["setting", "subspace"])
     assert d.loc[("T_test(IST)", "learned"), "d_I 5"] == "60.0" and d.loc[("T_test(IST)", "learned"), "paper d_I 5"] == 65.0
     running = pd.concat([means, pd.DataFrame([{**rows[-1], "d_I": 25, "tasks": 4, "still_improving": False}])])
+    from ipt.plots import complete_runs
+
+    assert len(complete_runs(running)) == len(means)  # the figure leaves the run still going out
     d = dim_table(running).set_index(["setting", "subspace"])  # a run still going says how far it got
     assert d.loc[("T_test(IST)", "random"), "d_I 25"] == "30.0 (4 of 10 tasks)" and d.loc[("T_test(IST)", "random"), "d_I 5"] == f"30.0{OPEN}"
     pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2] * 3, "lr": [0.01] * 3, "pt": [80.0, 50.0, 70.0], "zero_shot": [60.0, 55.0, 70.0],
