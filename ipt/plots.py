@@ -329,8 +329,8 @@ MOST = 50.0  # claim (a)'s "most of PT", fixed before the runs: chance-corrected
 def recovery_rule(means: pd.DataFrame) -> pd.DataFrame:
     """Claim (a) per d_I on the random split (learned subspace): seen tasks on new data (T_train-diff(IST)) recover
     more than MOST % of PT's gain over zero-shot (chance-corrected, on every seed), and unseen tasks (T_test(IST))
-    recover less than seen ones (mean over seeds)."""
-    m = means[(means.split == "random") & (means.subspace == "learned")]
+    recover less than seen ones (mean over seeds). Complete runs only."""
+    m = complete_runs(means[(means.split == "random") & (means.subspace == "learned")])
     rows = []
     for d, g in m.groupby("d_I"):
         seen, unseen = g[g.setting == "T_train-diff(IST)"], g[g.setting == "T_test(IST)"]

@@ -358,11 +358,14 @@ def test_recovery_rule_needs_every_seed_above_half_of_pts_gain():
     from ipt.plots import recovery_rule
 
     rows = [{"setting": st, "split": "random", "d_I": 5, "subspace": "learned", "seed": seed, "rel_cc": cc,
-             "still_improving": False}
+             "still_improving": False, "tasks": 10}
             for st, seed, cc in (("T_train-diff(IST)", 2, 80.0), ("T_train-diff(IST)", 3, 55.0), ("T_test(IST)", 2, 20.0),
                                  ("T_test(IST)", 3, 30.0))]
     r = recovery_rule(pd.DataFrame(rows)).iloc[0]
     assert r["seen > 50 % on every seed"] and r["unseen < seen"] and r["seen, new data: chance-corrected % (min over seeds)"] == 55.0
+    partial = pd.DataFrame(rows).assign(tasks=10)
+    partial.loc[1, ["rel_cc", "tasks"]] = [10.0, 3]  # seed 3 still going: left out until complete
+    assert recovery_rule(partial).iloc[0]["seeds"] == 1
     rows[1]["rel_cc"] = 45.0  # one seed below half: not "most"
     assert not recovery_rule(pd.DataFrame(rows)).iloc[0]["seen > 50 % on every seed"]
     assert recovery_rule(pd.DataFrame(rows[:2])).empty  # no unseen runs yet
