@@ -277,28 +277,37 @@ def _wilcoxon(diff: pd.Series) -> float:
     return float(wilcoxon(d).pvalue) if len(d) >= 2 else np.nan
 
 
+def _beats(diff: pd.Series) -> tuple[float, bool]:
+    """(Wilcoxon p, whether the rule holds: mean difference > 0 at p < P_LEVEL) over paired differences."""
+    p = _wilcoxon(diff)
+    return p, bool(diff.mean() > 0 and p < P_LEVEL)
+
+
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``a`` and ``b`` on the (task, seed) pairs both have, aligned."""
+    a, b = a.set_index(["task", "seed"]), b.set_index(["task", "seed"])
+    both = a.index.intersection(b.index)
+    return a.loc[both], b.loc[both]
+
+
 def paired_table(rel: pd.DataFrame) -> pd.DataFrame:
     """IST's learned subspace against the random one and against the zero-shot scorer, per (setting, split, d_I),
     paired by (task, seed): mean difference in points, wins, and the signed-rank p over the pairs. Tasks of every
     kind are in (a paired difference needs no room above the floor); ``PT − zero-shot`` says how much room there was."""
     ist = rel[rel.setting.isin(["T_test(IST)", "T_train-diff(IST)"])]
-    keys, pair = ["setting", "split", "d_I"], ["task", "seed"]
     rows = []
-    for (setting, split, d), g in ist.groupby(keys, sort=True):
-        lr = g[g.subspace == "learned"].set_index(pair)
-        rd = g[g.subspace == "random"].set_index(pair)
-        both = lr.index.intersection(rd.index)
-        if not len(both):
+    for (setting, split, d), g in ist.groupby(["setting", "split", "d_I"], sort=True):
+        a, b = _paired(g[g.subspace == "learned"], g[g.subspace == "random"])
+        if not len(a):
             continue
-        a, b = lr.loc[both], rd.loc[both]
         diff, gain = a.score - b.score, a.score - a.zero_shot
-        p = _wilcoxon(diff)
-        rows.append({"setting": setting, "split": split, "d_I": d, "pairs (task × seed)": len(both),
+        p, holds = _beats(diff)
+        rows.append({"setting": setting, "split": split, "d_I": d, "pairs (task × seed)": len(a),
                      "seeds": a.index.get_level_values("seed").nunique(),
-                     "learned − random (points)": round(diff.mean(), 1), "learned wins": f"{int((diff > 0).sum())} of {len(both)}",
-                     "Wilcoxon p": round(p, 4), f"learned > random at p < {P_LEVEL}": bool(diff.mean() > 0 and p < P_LEVEL),
+                     "learned − random (points)": round(diff.mean(), 1), "learned wins": f"{int((diff > 0).sum())} of {len(a)}",
+                     "Wilcoxon p": round(p, 4), f"learned > random at p < {P_LEVEL}": holds,
                      "learned − zero-shot (points)": round(gain.mean(), 1),
-                     "learned > zero-shot": f"{int((gain > 0).sum())} of {len(both)}",
+                     "learned > zero-shot": f"{int((gain > 0).sum())} of {len(a)}",
                      "Wilcoxon p (vs zero-shot)": round(_wilcoxon(gain), 4),
                      "PT − zero-shot (points)": round((a.pt - a.zero_shot).mean(), 1),
                      "still improving": bool(a.still_improving.any() or b.still_improving.any())})
@@ -356,16 +365,14 @@ def tasks_trend(rel: pd.DataFrame, means: pd.DataFrame, d: int = HEADLINE_D) -> 
     if len(splits) < 2:
         return None
     lo, hi = splits[0], splits[-1]
-    a, b = (m[m.split == sp].set_index(["task", "seed"]).score for sp in (hi, lo))
-    both = a.index.intersection(b.index)
-    diff = a[both] - b[both]
-    p = _wilcoxon(diff)
-    holds = bool(diff.mean() > 0 and p < P_LEVEL)
+    a, b = _paired(m[m.split == hi], m[m.split == lo])
+    diff = a.score - b.score
+    p, holds = _beats(diff)
     split_means = m.groupby("split").score.mean()
     rho = spearmanr([n_train[sp] for sp in splits], [split_means[sp] for sp in splits]).statistic if len(splits) > 2 else np.nan
     return (f"(c) rule: {hi} ({n_train[hi]} training tasks) against {lo} ({n_train[lo]}) on the same unseen tasks and "
             f"seeds (T_test(IST), learned, d_I {d}): {diff.mean():+.1f} points, higher on {int((diff > 0).sum())} of "
-            f"{len(both)} pairs, Wilcoxon p {p:.3g}: the rule {'holds' if holds else 'does not hold'}"
+            f"{len(diff)} pairs, Wilcoxon p {p:.3g}: the rule {'holds' if holds else 'does not hold'}"
             f"{'' if len(splits) == len(n_train) else f' ({len(splits)} of {len(n_train)} splits in so far)'}. "
             f"Spearman's rho of the split means against training-task count over {len(splits)} splits: {rho:.2f}.")
 
