@@ -58,3 +58,32 @@ def test_benchmark_writes_both_targets_with_the_side_dropout_variant(tmp_path):
     assert "loadavg_1m" in df
     md = out.with_suffix(".md").read_text()
     assert "| memory_ratio_lst_over_ft |" in md and "| lst_cached |" in md
+
+
+def _summary(rows):
+    return pd.DataFrame([{"task": t, "method": m, "median": v, "min": v - 0.2, "max": v + 0.2, "n": 3,
+                          "still_improving": o} for t, m, v, o in rows])
+
+
+def _memory(mib: dict):
+    return pd.DataFrame([{"task": "stsb", "method": m, "total_bytes": v * 2**20} for m, v in mib.items()])
+
+
+def test_lst_claim_compares_memory_within_a_task_and_withholds_open_cells():
+    from ladder_side.plots import glue_table, memory_claim
+
+    s = _summary([("stsb", "full_ft", 86.0, False), ("stsb", "lst", 85.0, False), ("stsb", "lora", 85.5, False)])
+    mem = _memory({"full_ft": 1000, "lst": 200, "lora": 600, "prompt_tuning": 700})
+    row = memory_claim(s, mem).splitlines()[2].split(" | ")
+    assert row[1:4] == ["80", "30 to 40 (2 methods)", "True"] and row[-1].rstrip(" |") == "True"
+    # another method cheaper than LST fails (i); a 3-point cost fails (ii)
+    row = memory_claim(_summary([("stsb", "full_ft", 88.0, False), ("stsb", "lst", 85.0, False)]),
+                       _memory({"full_ft": 1000, "lst": 200, "lora": 100})).splitlines()[2].split(" | ")
+    assert row[3] == "False" and row[-1].rstrip(" |") == "False"
+    # a still-improving cell gives no verdict
+    row = memory_claim(_summary([("stsb", "full_ft", 86.0, True), ("stsb", "lst", 85.0, False)]),
+                       mem).splitlines()[2]
+    assert "no verdict" in row and "-1.0†" in row
+    # a method measured but never scored keeps its memory row; its score cells are empty
+    pt = next(line for line in glue_table(s, mem).splitlines() if line.startswith("| Prompt tuning"))
+    assert "| — |" in pt and "700 (70 %)" in pt
