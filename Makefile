@@ -19,8 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m common.demo
 
+# one pytest worker per core of the 2-core CI machine (tests/conftest.py gives each one thread and its own scratch)
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(PY) -m common.bench

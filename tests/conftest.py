@@ -6,7 +6,13 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("PEFT_SCRATCH_DIR", tempfile.mkdtemp(prefix="peft-tests-"))
+# one scratch folder per test process: xdist workers inherit the controller's environment, and two workers
+# writing the same checkpoint folder (same config -> same run id) would race
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker or "PEFT_SCRATCH_DIR" not in os.environ:
+    os.environ["PEFT_SCRATCH_DIR"] = tempfile.mkdtemp(prefix=f"peft-tests-{_worker or 'main'}-")
+if _worker:  # `make test` runs one worker per core: one thread each (also for the subprocesses tests start)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 
