@@ -70,6 +70,19 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=BASE_COLUMNS + swept)
 
 
+def epoch_seconds(record: dict) -> tuple[float | None, float | None]:
+    """Seconds of a run's first epoch and the median of its later ones, from its evaluation history (each epoch
+    ends at its last evaluation's ``elapsed_s``, so an epoch's time includes its dev evaluations)."""
+    ends: dict[int, float] = {}
+    for h in record.get("history", []):
+        ends[h["epoch"]] = h["elapsed_s"]  # the last evaluation of the epoch wins
+    t = [ends[e] for e in sorted(ends)]
+    if not t:
+        return None, None
+    later = [b - a for a, b in zip(t, t[1:])]
+    return t[0], (float(pd.Series(later).median()) if later else None)
+
+
 def aggregate(records_dir: Path, out_csv: Path) -> pd.DataFrame:
     if not records_dir.is_dir():
         raise UserError(f"no records folder {records_dir}")

@@ -72,6 +72,16 @@ def tokenize_splits(cfg: dict, spec, splits: dict, tok, kind: str) -> dict:
     return items
 
 
+def method_stats(model: torch.nn.Module) -> dict:
+    """Facts a method's modules report about a finished run (``record_stats()``, e.g. LST's backbone cache size),
+    merged; empty for methods that report none."""
+    out: dict = {}
+    for m in model.modules():
+        if hasattr(m, "record_stats"):
+            out.update(m.record_stats())
+    return out
+
+
 def run(cfg: dict) -> dict:
     path = records.record_path(cfg)
     if not cfg.get("force") and records.is_complete(path):
@@ -128,6 +138,7 @@ def run(cfg: dict) -> dict:
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": spec.note,
+        "method_stats": method_stats(model),
     }
     records.write_record(path, record)
     log.info("wrote %s: dev %s test %s", path, final["dev"], final.get("test"))

@@ -44,7 +44,20 @@ class Plan(sweep.Steps):
         return df
 
     def cache(self) -> pd.DataFrame:
-        return self.run_and_write("cache", "cache.csv")
+        """Cached vs uncached LST beside FT (the calibration runs), each run with its first and later epochs'
+        seconds (from its record's history) and, cached, the backbone cache's size."""
+        from common.aggregate import epoch_seconds, load_records
+
+        df = self.with_ft(self.sweep("cache").run(), "cache")
+        recs = {r["run_id"]: r for folder in ("ladder_side/cache", "common/calibration")
+                for r in load_records(self.records_dir / folder)}
+        times = {i: epoch_seconds(r) for i, r in recs.items()}
+        df["epoch1_s"] = [times[i][0] if i in times else None for i in df.run_id]
+        df["later_epoch_s"] = [times[i][1] if i in times else None for i in df.run_id]
+        df["backbone_cache_mb"] = [recs[i].get("method_stats", {}).get("backbone_cache_mb") if i in recs else None
+                                   for i in df.run_id]
+        self.write(df, "cache.csv")
+        return df
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,10 @@ class LadderSide(nn.Module):
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for v in self.cache.values() for t in v)
 
+    def record_stats(self) -> dict:
+        """What the run record keeps of this module (``common.run``): the backbone cache's size, when caching."""
+        return {"backbone_cache_mb": round(self.cache_bytes() / 2**20, 1)} if self.cache_backbone else {}
+
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hs = self.states(embeds, mask)  # [h_0, h_kept...], each (B, L, d)
         s = self.side_in(hs[0])  # (B, L, d/r)

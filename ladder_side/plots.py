@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
-from common.plots import OPEN_NOTE, cell, mark, mpl, seed_summary
+from common.plots import OPEN_NOTE, cell, mark, mpl, primary, seed_summary
 from common.plots import selected_runs as _selected
 
 OUT = RESULTS_DIR / "ladder_side"
@@ -184,6 +184,38 @@ def setting_table(df: pd.DataFrame, extra: pd.DataFrame | None = None) -> str:
     return "\n".join(lines + ["", OPEN_NOTE])
 
 
+def cache_table(df: pd.DataFrame) -> str:
+    """Cached vs uncached backbone beside FT: test score, the first and later epochs' seconds (median over seeds;
+    each epoch includes its dev evaluations), later epoch / FT's later epoch, the cache's size."""
+    df = _selected(df)
+    p = primary(df)
+    if "method.cache_backbone" not in p:
+        p = p.assign(**{"method.cache_backbone": None})
+    name = [("LST, cached backbone" if c is True or c == "True" else "LST") if m == "lst" else LABEL.get(m, m)
+            for m, c in zip(p.method, p["method.cache_backbone"])]
+    p = p.assign(row=name)
+    s = seed_summary(p.assign(task=p.task), ["row", "task"]).set_index("row")
+    med = p.groupby("row")[["epoch1_s", "later_epoch_s", "backbone_cache_mb"]].median()
+    ft_later = med["later_epoch_s"].get("FT")
+    lines = ["| run | task | test score | first epoch s | later epoch s | later epoch / FT's | backbone cache MiB |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for row in [r for r in ("FT", "LST", "LST, cached backbone") if r in s.index]:
+        m = med.loc[row]
+        ratio = f"{m.later_epoch_s / ft_later:.2f}" if ft_later and pd.notna(m.later_epoch_s) else "—"
+        lines.append(f"| {row} | {s.loc[row, 'task']} | {cell(s.loc[row])} | {m.epoch1_s:.0f} | "
+                     + (f"{m.later_epoch_s:.0f}" if pd.notna(m.later_epoch_s) else "—") + f" | {ratio} | "
+                     + (f"{m.backbone_cache_mb:.0f}" if pd.notna(m.backbone_cache_mb) else "—") + " |")
+    both = p[p.method == "lst"].pivot_table(index="seed", columns="row", values="value")
+    if {"LST", "LST, cached backbone"} <= set(both.columns):
+        d = (both["LST, cached backbone"] - both["LST"]).dropna()
+        lines += ["", f"Cached − uncached test score, per seed: {', '.join(f'{v:+.2f}' for v in d)} points "
+                  f"(seeds {', '.join(str(i) for i in d.index)})."]
+    return "\n".join(lines + ["", "Epoch times come from the runs' own histories, taken while other sweeps shared "
+                               "the two cores (FT's from the calibration sweep, in another session), so they are "
+                               "indicative; `results/bench/ladder_side.md` has the ratio measured in one run.", "",
+                               OPEN_NOTE])
+
+
 def main(out: Path = OUT) -> int:
     out.mkdir(parents=True, exist_ok=True)
     read = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
@@ -197,10 +229,12 @@ def main(out: Path = OUT) -> int:
             memory_accuracy_figure(s, read["memory"], out / "memory_accuracy.png")
             (out / "claims.md").write_text(memory_claim(s, read["memory"]) + "\n")
             done += ["memory_accuracy.png", "claims.md"]
-    for name in ("ablation", "cache"):
-        if read[name] is not None:
-            (out / f"{name}_table.md").write_text(setting_table(read[name]) + "\n")
-            done.append(f"{name}_table.md")
+    if read["ablation"] is not None:
+        (out / "ablation_table.md").write_text(setting_table(read["ablation"]) + "\n")
+        done.append("ablation_table.md")
+    if read["cache"] is not None:
+        (out / "cache_table.md").write_text(cache_table(read["cache"]) + "\n")
+        done.append("cache_table.md")
     print(f"wrote {', '.join(done) or 'nothing (no CSVs yet)'} in {out}")
     return 0
 

@@ -19,12 +19,19 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     glue = pd.read_csv(d / "glue.csv")
     assert set(glue.method) == {"lst"} and 1 not in set(glue[glue.role == "report"].seed)
     cache = pd.read_csv(d / "cache.csv")
-    assert set(cache["method.cache_backbone"]) == {True, False}
+    lst = cache[cache.method == "lst"]
+    assert set(lst["method.cache_backbone"]) == {True, False} and (lst.epoch1_s > 0).all()
+    assert set(cache[cache.method == "full_ft"].source) == {"common/calibration"}  # FT's epoch beside them
+    cached = lst["method.cache_backbone"].astype(bool)
+    assert (lst[cached].backbone_cache_mb > 0).all() and lst[~cached].backbone_cache_mb.isna().all()
     p = subprocess.run([sys.executable, "-m", "ladder_side.plots", str(d)], cwd=REPO_ROOT, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     for f in ("glue_table.md", "cache_table.md"):
         assert (d / f).stat().st_size > 0
+    table = (d / "cache_table.md").read_text()
+    assert "| FT |" in table and "| LST |" in table and "| LST, cached backbone |" in table
+    assert "Cached − uncached test score, per seed" in table
 
 
 def test_lst_needs_less_training_memory_than_full_fine_tuning():
@@ -87,3 +94,12 @@ def test_lst_claim_compares_memory_within_a_task_and_withholds_open_cells():
     # a method measured but never scored keeps its memory row; its score cells are empty
     pt = next(line for line in glue_table(s, mem).splitlines() if line.startswith("| Prompt tuning"))
     assert "| — |" in pt and "700 (70 %)" in pt
+
+
+def test_epoch_seconds_reads_each_epochs_last_evaluation():
+    from common.aggregate import epoch_seconds
+
+    hist = [{"epoch": 1, "elapsed_s": 5.0}, {"epoch": 1, "elapsed_s": 10.0}, {"epoch": 2, "elapsed_s": 13.0},
+            {"epoch": 3, "elapsed_s": 17.0}, {"epoch": 4, "elapsed_s": 27.0}]
+    assert epoch_seconds({"history": hist}) == (10.0, 4.0)  # later epochs 3, 4, 10 s: median 4
+    assert epoch_seconds({"history": hist[:2]}) == (10.0, None) and epoch_seconds({}) == (None, None)
