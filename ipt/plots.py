@@ -488,14 +488,15 @@ def main(root: Path = RECORDS_DIR / "ipt", out: Path = OUT) -> int:
     means = run_means(rel)
     table = settings_table(means)
     write_frame(table, out / "settings.csv")
-    write_atomic(out / "settings.md", markdown(table) + "\n")
+    md = markdown(table) if len(table) else "(no learned-subspace run at the headline d_I yet)"
+    write_atomic(out / "settings.md", md + "\n")
     dim_figure(means, out / "dim.png")
     tasks_figure(means, out / "tasks.png")
     write_atomic(out / "cls_noncls.md", markdown(cls_table(means)) + "\n")
     paired = paired_table(rel)
     write_atomic(out / "paired.md", markdown(paired) + "\n")
     write_atomic(out / "claims.md", claims_text(pt, means, _choices(out), msf_runs, paired, tasks_trend(rel, means)))
-    print(markdown(table))
+    print(md)
     return 0
 
 

@@ -495,6 +495,8 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
 
     steps = {p: {_compose(ov)["msf"]["steps"] for q, s, ov in runs if q == p and s == "msf"} for p in ("tune_msf", "msf")}
     assert steps == {"tune_msf": {_compose(["+split=random"])["msf"]["steps"]}, "msf": {MSF_REPORTED_STEPS}}
+    # ... and run all of it (no patience: dev plateaus of 300-400 steps preceded later gains)
+    assert {_compose(ov)["msf"]["patience"] for q, s, ov in runs if q == "msf" and s == "msf"} == {None}
 
 
 def test_each_ist_invocation_follows_the_msf_run_it_reads(mirror):
