@@ -93,8 +93,9 @@ def phases(chosen: dict) -> list[tuple[str, str, list[str]]]:
                                                          "ist.tasks=train", f"ist.max_train_tasks={N_TUNE_TASKS}"])
              for lr in grid("tune_ist", chosen)]
     steps = MSF_REPORTED
-    reported = [base + [f"intrinsic_dim={d}", "seed=2"] + steps for d in D_SWEEP]
-    reported += [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] + steps for s in SEEDS[1:]]
+    # the headline d_I's seeds first (the claims' rules need all three), then the rest of the d_I sweep (seed 2)
+    reported = [base + [f"intrinsic_dim={HEADLINE_D}", f"seed={s}"] + steps for s in SEEDS]
+    reported += [base + [f"intrinsic_dim={d}", "seed=2"] + steps for d in D_SWEEP if d != HEADLINE_D]
     reported += [[f"+split={sp}", f"intrinsic_dim={HEADLINE_D}", "seed=2"] + steps
                  for sp in ("random_20", "random_40", "random_60", "random_80", "cls", "noncls")]
     # MSF and the IST runs that read its decoder alternate in groups of MSF_GROUP: the decoder lives in the
