@@ -3,6 +3,7 @@ one training step on MiniLM at batch 32 and each task's 99th-percentile tokenise
 ``results/ladder_side/memory.csv``.
 
     python -m ladder_side.memory [--tasks stsb cola] [--batch-size 32]
+    python -m ladder_side.memory --ablation     # LST's layer-dropping and r settings on STS-B -> ablation_memory.csv
 
 Each (task, method) runs in a fresh process, so its peak RSS is its own. The methods' configurations are the
 ones their sweeps use (LoRA r 8 on Wq, Wv; Pfeiffer r 16; P-Tuning v2 prefix 16; prompt tuning 20; LST r 8).
@@ -26,6 +27,14 @@ METHODS = {
     "deep_prompt": {"name": "deep_prompt", "prefix_len": 16},
     "lst": {"name": "lst", "reduction_factor": 8, "init": "random"},  # the init does not change the memory
 }
+# the ablation's settings that change memory (gates and init do not), by their experiment-file setting label
+ABLATION = {
+    "method.side_layers=2,4,6": {**METHODS["lst"], "side_layers": [2, 4, 6]},
+    "method.side_layers=3,6": {**METHODS["lst"], "side_layers": [3, 6]},
+    "method.reduction_factor=4": {**METHODS["lst"], "reduction_factor": 4},
+    "method.reduction_factor=16": {**METHODS["lst"], "reduction_factor": 16},
+}
+CONFIGS = {**METHODS, **ABLATION}
 
 
 def p99_length(task: str, max_seq_len: int = 128) -> int:
@@ -54,7 +63,7 @@ def measure(method: str, task: str, seq_len: int, batch_size: int) -> dict:
     torch.manual_seed(0)
     spec = get_task(task)
     model, tok = build_task_model("minilm", spec.task_type, spec.num_labels)
-    params = attach_method(model, METHODS[method], max_seq_len=seq_len)
+    params = attach_method(model, CONFIGS[method], max_seq_len=seq_len)
     batch = minilm_batch(tok, batch_size, seq_len)
     if spec.task_type == "regression":
         batch["labels"] = batch["labels"].float()
@@ -66,18 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["stsb", "cola"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "ladder_side" / "memory.csv")
+    ap.add_argument("--ablation", action="store_true",
+                    help="LST's ablation settings that change memory (STS-B) -> ablation_memory.csv")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/ladder_side/{memory,ablation_memory}.csv")
     ap.add_argument("--one", nargs=3, metavar=("METHOD", "TASK", "LEN"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
         print(json.dumps(measure(a.one[0], a.one[1], int(a.one[2]), a.batch_size)))
         return 0
+    if a.ablation:  # the ablation runs on STS-B only (conf/experiment/lst_ablation.yaml)
+        a.tasks, a.methods = ["stsb"], ["lst", *ABLATION]
+    a.out = a.out or RESULTS_DIR / "ladder_side" / ("ablation_memory.csv" if a.ablation else "memory.csv")
     rows = []
     for task in a.tasks:
         L = p99_length(task)
         for m in a.methods:
             r = in_subprocess("ladder_side.memory", [m, task, str(L), "--batch-size", str(a.batch_size)])
-            print(f"{task:6s} L={L:3d} {m:14s} total {r['total_bytes'] / 2**20:7.1f} MiB "
+            print(f"{task:6s} L={L:3d} {m:28s} total {r['total_bytes'] / 2**20:7.1f} MiB "
                   f"(activations {r['activation_bytes'] / 2**20:6.1f}), peak RSS {r['peak_mb']:6.0f} MB", flush=True)
             rows.append({"task": task, "method": m, "seq_len": L, "batch_size": a.batch_size, **r})
     write_csv(rows, a.out)

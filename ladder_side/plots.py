@@ -184,6 +184,60 @@ def setting_table(df: pd.DataFrame, extra: pd.DataFrame | None = None) -> str:
     return "\n".join(lines + ["", OPEN_NOTE])
 
 
+ABLATION_DEFAULT = "method.gate=learned"  # the first setting is the default config (Fisher, 6 layers, r 8)
+# (setting, the paper's choice it is tested against, kind): "design" = the paper's choice should score at least as
+# high; "cheaper" = a smaller side network should cost at most DROP_TOLERANCE points; "size" = descriptive
+ABLATION_RULES = [
+    ("method.gate=fixed", "learned gates vs fixed 0.5", "design"),
+    ("method.gate=sum", "learned gates vs a plain sum", "design"),
+    ("method.init=magnitude", "Fisher vs magnitude pruning init", "design"),
+    ("method.init=random", "Fisher vs random init", "design"),
+    ("method.side_layers=2,4,6", "layer dropping: 3 of 6 side blocks", "cheaper"),
+    ("method.side_layers=3,6", "layer dropping: 2 of 6 side blocks", "cheaper"),
+    ("method.reduction_factor=4", "r 4 vs 8", "size"),
+    ("method.reduction_factor=16", "r 16 vs 8", "size"),
+]
+DROP_TOLERANCE = 1.0  # points: "little accuracy lost" for layer dropping, fixed before the ablation finished
+
+
+def ablation_claims(abl: pd.DataFrame, memory: pd.DataFrame | None = None) -> str:
+    """Each ablated setting against the default, paired by seed (setting − default). Rules: a design choice of the
+    paper holds where the default wins on every seed, the alternative where it wins on every seed, otherwise no
+    consistent difference (3 seeds cannot reach p < 0.05 with a signed-rank test: its smallest two-sided p is 0.25);
+    layer dropping holds where the median paired cost is within DROP_TOLERANCE points. A cell with a
+    still-improving run gives no verdict."""
+    p = primary(_selected(abl))
+    p = p[p.role == "report"] if "role" in p else p
+    wide = p.pivot_table(index="seed", columns="setting", values="value")
+    rising = p.groupby("setting").still_improving.apply(lambda x: bool(x.fillna(False).astype(bool).any()))
+    mem = memory.set_index("method")["total_bytes"] / 2**20 if memory is not None else pd.Series(dtype=float)
+    lines = [f"Task: {', '.join(sorted(set(p.task)))}; default: learned gates, Fisher init, 6 side blocks, r 8 "
+             f"(median {wide[ABLATION_DEFAULT].median():.1f} over seeds {', '.join(map(str, wide.index))}).", "",
+             "| setting | tests | training memory MiB (% of default) | median score | setting − default, per seed | "
+             "verdict |", "|---|---|---:|---:|---|---|"]
+    for setting, what, kind in ABLATION_RULES:
+        if setting not in wide or ABLATION_DEFAULT not in wide:
+            lines.append(f"| {setting} | {what} | — | — | — | not run yet |")
+            continue
+        d = (wide[setting] - wide[ABLATION_DEFAULT]).dropna()
+        open_ = bool(rising.get(setting, False) or rising.get(ABLATION_DEFAULT, False))
+        if open_:
+            verdict = "no verdict (still improving)"
+        elif kind == "design":
+            verdict = ("paper's choice better on every seed" if (d < 0).all() else
+                       "alternative better on every seed" if (d > 0).all() else "no consistent difference")
+        elif kind == "cheaper":
+            verdict = f"holds (cost ≤ {DROP_TOLERANCE:.1f})" if d.median() >= -DROP_TOLERANCE else \
+                f"fails (cost > {DROP_TOLERANCE:.1f})"
+        else:
+            verdict = "descriptive"
+        m = (f"{mem[setting]:.0f} ({100 * mem[setting] / mem['lst']:.0f} %)" if setting in mem and "lst" in mem
+             else (f"{mem['lst']:.0f} (100 %)" if kind == "design" and "lst" in mem else "—"))
+        lines.append(f"| {setting} | {what} | {m} | {mark(f'{wide[setting].median():.1f}', open_)} | "
+                     f"{', '.join(f'{v:+.2f}' for v in d)} | {verdict} |")
+    return "\n".join(lines + ["", OPEN_NOTE])
+
+
 def cache_table(df: pd.DataFrame) -> str:
     """Cached vs uncached backbone beside FT: test score, the first and later epochs' seconds (median over seeds;
     each epoch includes its dev evaluations), later epoch / FT's later epoch, the cache's size."""
@@ -219,7 +273,7 @@ def cache_table(df: pd.DataFrame) -> str:
 def main(out: Path = OUT) -> int:
     out.mkdir(parents=True, exist_ok=True)
     read = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
-            for n in ("glue", "memory", "ablation", "cache")}
+            for n in ("glue", "memory", "ablation", "ablation_memory", "cache")}
     done = []
     if read["glue"] is not None:
         s = glue_summary(read["glue"])
@@ -230,7 +284,8 @@ def main(out: Path = OUT) -> int:
             (out / "claims.md").write_text(memory_claim(s, read["memory"]) + "\n")
             done += ["memory_accuracy.png", "claims.md"]
     if read["ablation"] is not None:
-        (out / "ablation_table.md").write_text(setting_table(read["ablation"]) + "\n")
+        (out / "ablation_table.md").write_text(setting_table(read["ablation"]) + "\n\n"
+                                               + ablation_claims(read["ablation"], read["ablation_memory"]) + "\n")
         done.append("ablation_table.md")
     if read["cache"] is not None:
         (out / "cache_table.md").write_text(cache_table(read["cache"]) + "\n")

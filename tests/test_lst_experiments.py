@@ -103,3 +103,25 @@ def test_epoch_seconds_reads_each_epochs_last_evaluation():
             {"epoch": 3, "elapsed_s": 17.0}, {"epoch": 4, "elapsed_s": 27.0}]
     assert epoch_seconds({"history": hist}) == (10.0, 4.0)  # later epochs 3, 4, 10 s: median 4
     assert epoch_seconds({"history": hist[:2]}) == (10.0, None) and epoch_seconds({}) == (None, None)
+
+
+def test_ablation_rules_pair_each_setting_with_the_default_by_seed():
+    from ladder_side.plots import ablation_claims
+
+    vals = {"method.gate=learned": [85.0, 85.0, 85.0], "method.init=random": [84.0, 84.5, 83.0],
+            "method.gate=fixed": [85.5, 84.0, 86.0], "method.side_layers=2,4,6": [84.5, 84.6, 84.2],
+            "method.side_layers=3,6": [83.0, 83.5, 83.9], "method.gate=sum": [86.0, 86.0, 86.0]}
+    rows = [{"task": "stsb", "method": "lst", "seed": seed, "split": "test", "metric": "pearson", "value": v,
+             "still_improving": setting == "method.gate=sum", "role": "report", "selected": True, "setting": setting}
+            for setting, vs in vals.items() for seed, v in zip((2, 3, 4), vs)]
+    mem = pd.DataFrame([{"method": "lst", "total_bytes": 200 * 2**20},
+                        {"method": "method.side_layers=2,4,6", "total_bytes": 150 * 2**20}])
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in ablation_claims(pd.DataFrame(rows), mem).splitlines()
+             if line.startswith("| method.")}
+    assert lines["method.init=random"].endswith("| paper's choice better on every seed |")
+    assert "-1.00, -0.50, -2.00" in lines["method.init=random"]  # setting − default, in seed order
+    assert lines["method.gate=fixed"].endswith("| no consistent difference |")
+    assert lines["method.side_layers=2,4,6"].endswith("| holds (cost ≤ 1.0) |") and "150 (75 %)" in lines["method.side_layers=2,4,6"]
+    assert lines["method.side_layers=3,6"].endswith("| fails (cost > 1.0) |")  # median cost 1.5
+    assert lines["method.gate=sum"].endswith("| no verdict (still improving) |")
+    assert lines["method.reduction_factor=4"].endswith("| not run yet |")
