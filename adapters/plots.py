@@ -13,7 +13,15 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
-from common.plots import OPEN_NOTE, cell, mark, mpl, seed_summary, write_bench_table
+from common.plots import (
+    OPEN_NOTE,
+    cell,
+    mark,
+    mpl,
+    primary,
+    seed_summary,
+    write_bench_table,
+)
 from common.plots import selected_runs as _selected
 
 from . import paper
@@ -117,10 +125,83 @@ def size_figure(s: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+FEW_PCT = 5.0  # "a few % of FT's parameters", for the size trade-off's rule (i)
+
+
+def _verdict(a: pd.Series, b: pd.Series, better: str, worse: str) -> str:
+    """Ranges over seeds that do not overlap decide (3 vs 3 runs: a rank test's smallest two-sided p is 0.1, so
+    no p < 0.05 verdict is possible); overlapping ranges are no consistent difference."""
+    if a.min() > b.max():
+        return better
+    if a.max() < b.min():
+        return worse
+    return "no consistent difference (ranges overlap)"
+
+
+def fusion_rule(t1: pd.DataFrame) -> str:
+    """(a) Fusion w/ ST-A against ST-A per target task: the rule above on the seeds' test scores (the fused
+    adapters are seed 2's, so fusion's seeds and ST-A's are not paired); a still-improving cell gives none."""
+    p = primary(t1)
+    lines = ["| task | train examples | ST-A | Fusion w/ ST-A | Fusion − ST-A (medians) | verdict | paper Fusion − ST-A |",
+             "|---|---:|---|---|---:|---|---:|"]
+    for t in [t for t in ("rte", "mrpc", "cb") if t in set(p.task)]:
+        st, fu = p[(p.task == t) & (p.column == "st_a")], p[(p.task == t) & (p.column == "fusion_st_a")]
+        if st.empty or fu.empty:
+            continue
+        open_ = bool(st.still_improving.fillna(False).any() or fu.still_improving.fillna(False).any())
+        verdict = "no verdict (still improving)" if open_ else _verdict(fu.value, st.value, "fusion better", "ST-A better")
+        pp = paper.TABLE1_TARGETS.get(t, {})
+        n = st.n_train.iloc[0] if "n_train" in st else None
+        lines.append(f"| {t} | {'' if n is None or pd.isna(n) else f'{int(n):,}'} | "
+                     f"{cell(seed_summary(st, ['task']).iloc[0])} | {cell(seed_summary(fu, ['task']).iloc[0])} | "
+                     f"{mark(f'{fu.value.median() - st.value.median():+.1f}', open_)} | {verdict} | "
+                     + (f"{pp['fusion_st_a'] - pp['st_a']:+.1f}" if "st_a" in pp else "—") + " |")
+    return "\n".join(lines)
+
+
+def tradeoff_rule(s: pd.DataFrame, spread: dict[str, float]) -> str:
+    """(b) Houlsby's trade-off claims on :func:`size_frame`'s medians (one reported seed for sizes and top-k), a
+    difference within ``spread`` (the task's 3-seed ST-A range, max − min) decides nothing:
+    (i) some adapter with at most FEW_PCT % of FT's trained parameters is within the spread of FT;
+    (ii) at equal budget, the largest adapter with no more parameters than a top-k configuration beats it."""
+    lines = ["| task | rule | compared | difference (points) | verdict |", "|---|---|---|---:|---|"]
+    for t in dict.fromkeys(s.task):
+        d = s[s.task == t]
+        ft = d[d.method == "full_ft"]
+        tol = spread.get(t)
+        if ft.empty or tol is None:
+            continue
+        ft_params = ft.trainable_params.iloc[0]
+        ad = d[(d.method == "adapter") & d.trainable_params.notna()].sort_values("trainable_params")
+        few = ad[100 * ad.trainable_params / ft_params <= FEW_PCT]
+        if len(few):
+            best = few.loc[few.minus_ft.idxmax()]
+            open_ = bool(best.still_improving or ft.still_improving.iloc[0])
+            v = ("no verdict (still improving)" if open_ else "holds" if best.minus_ft >= -tol else "fails")
+            lines.append(f"| {t} | (i) an adapter with ≤ {FEW_PCT:g} % of FT's parameters within {tol:.1f} of FT | "
+                         f"{best.config} ({100 * best.trainable_params / ft_params:.2f} %) vs FT | "
+                         f"{mark(f'{best.minus_ft:+.1f}', open_)} | {v} |")
+        for tk in d[d.method == "top_k"].sort_values("trainable_params").itertuples():
+            cands = ad[ad.trainable_params <= tk.trainable_params]
+            if cands.empty:
+                continue
+            a = cands.iloc[-1]
+            diff, open_ = a["median"] - tk.median, bool(a.still_improving or tk.still_improving)
+            v = ("no verdict (still improving)" if open_ else "adapter better" if diff > tol else
+                 "top-k better" if diff < -tol else f"within the seed spread ({tol:.1f})")
+            lines.append(f"| {t} | (ii) adapter vs top-k FT at no more parameters | {a.config} "
+                         f"({int(a.trainable_params):,}) vs {tk.config} ({int(tk.trainable_params):,}) | "
+                         f"{mark(f'{diff:+.1f}', open_)} | {v} |")
+    return "\n".join(lines)
+
+
 def claims(t1: pd.DataFrame | None, size: pd.DataFrame | None) -> str:
     out = []
     if t1 is not None and len(t1):
-        out += ["(a) Fusion w/ ST-A − ST-A on the small target tasks (median over seeds, test):", "", table1(t1), ""]
+        out += ["(a) Fusion w/ ST-A − ST-A on the small target tasks (median over seeds, test):", "", table1(t1), "",
+                "Rule: fusion helps where all its seeds score above all of ST-A's, hurts where all score below "
+                "(non-overlapping ranges; 3 against 3 runs cannot reach p < 0.05 with a rank test):", "",
+                fusion_rule(t1), ""]
     if size is not None and len(size):
         s = size_frame(size)
         out += ["(b) Size trade-off: score − FT score against trained parameters:", "",
@@ -130,7 +211,14 @@ def claims(t1: pd.DataFrame | None, size: pd.DataFrame | None) -> str:
                        f"{mark(f'{r.minus_ft:+.1f}', r.still_improving)} |")
         p = paper.TRADEOFF_MNLI
         out += ["", (f"Paper (MNLI-m, BERT-base): adapter size 64 (~2M parameters) {p['adapter_64_2M']}, top layers "
-                     f"(~9M) {p['top_k_9M']}, full FT {p['ft']}."), "", OPEN_NOTE]
+                     f"(~9M) {p['top_k_9M']}, full FT {p['ft']}.")]
+        st = primary(t1[t1.column == "st_a"]) if t1 is not None and len(t1) else pd.DataFrame(columns=["task", "value"])
+        spread = {t: g.value.max() - g.value.min() for t, g in st.groupby("task") if len(g) > 1}
+        out += ["", "Rules (sizes and top-k have one reported seed, so a difference within the task's 3-seed ST-A "
+                "range decides nothing):", "", tradeoff_rule(s, spread) if spread else
+                "(no 3-seed ST-A cell yet: the rules wait for it)"]
+    if out:
+        out += ["", OPEN_NOTE]
     return "\n".join(out)
 
 

@@ -56,3 +56,42 @@ def test_fusion_scaling_recovers_a_linear_cost_and_flags_a_nonlinear_one():
     assert list(pts.N) == [2, 4, 8, 11] and "| 64 | 30, 40, 60, 75 | 5.0 | 20 | 1.000 |" in text
     text, _ = fusion_scaling(bench(lambda n: 2.0 ** n))  # exponential: the fit's R² says it is not a line
     assert float(text.strip().split("|")[-2]) < 0.95
+
+
+def _runs(rows):
+    return pd.DataFrame([{"split": "test", "metric": "accuracy", "still_improving": False, "n_train": 250, **r}
+                         for r in rows])
+
+
+def test_fusion_rule_decides_only_on_non_overlapping_seed_ranges():
+    from adapters.plots import fusion_rule
+
+    t1 = _runs([{"task": t, "column": c, "seed": s, "value": v}
+                for t, st, fu in (("cb", (80, 82, 81), (85, 86, 84)),     # all fusion seeds above: better
+                                  ("mrpc", (78, 79, 80), (79.5, 81, 77)))  # overlapping: no verdict
+                for c, vals in (("st_a", st), ("fusion_st_a", fu)) for s, v in zip((2, 3, 4), vals)])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in fusion_rule(t1).splitlines()[2:]}
+    assert "| fusion better |" in rows["cb"] and "+4.0" in rows["cb"] and "+6.1" in rows["cb"]  # paper beside
+    assert "no consistent difference" in rows["mrpc"]
+    t1.loc[(t1.task == "mrpc") & (t1.column == "fusion_st_a"), "value"] = [70, 71, 72]
+    assert "| ST-A better |" in fusion_rule(t1)
+    t1.loc[0, "still_improving"] = True  # a cb run
+    cb = next(line for line in fusion_rule(t1).splitlines() if line.startswith("| cb |"))
+    assert "no verdict (still improving)" in cb and "+4.0†" in cb
+
+
+def test_tradeoff_rules_compare_within_the_seed_spread():
+    from adapters.plots import tradeoff_rule
+
+    s = pd.DataFrame([
+        {"task": "mrpc", "method": "full_ft", "config": "FT", "trainable_params": 22_000_000, "median": 80.0},
+        {"task": "mrpc", "method": "adapter", "config": "adapter m=1", "trainable_params": 20_000, "median": 75.0},
+        {"task": "mrpc", "method": "adapter", "config": "adapter m=64", "trainable_params": 600_000, "median": 79.0},
+        {"task": "mrpc", "method": "top_k", "config": "top-1", "trainable_params": 1_800_000, "median": 76.0},
+        {"task": "mrpc", "method": "top_k", "config": "top-6", "trainable_params": 21_000_000, "median": 80.5}])
+    s = s.assign(still_improving=False, minus_ft=s["median"] - 80.0)
+    lines = tradeoff_rule(s, {"mrpc": 1.5}).splitlines()[2:]
+    assert "adapter m=64 (2.73 %) vs FT" in lines[0] and lines[0].endswith("| holds |")  # 79 is within 1.5 of 80
+    assert "adapter m=64 (600,000) vs top-1" in lines[1] and lines[1].endswith("| adapter better |")  # +3 > 1.5
+    assert lines[2].endswith("| within the seed spread (1.5) |")  # m=64 vs top-6: -1.5, not beyond the spread
+    assert tradeoff_rule(s, {"mrpc": 0.5}).splitlines()[2].endswith("| fails |")
