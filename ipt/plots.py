@@ -129,9 +129,11 @@ def run_means(rel: pd.DataFrame) -> pd.DataFrame:
 def settings_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
     """The evaluation settings at ``d`` on the random split: mean [min, max] over seeds, paper beside."""
     m = means[(means.split == "random") & (means.d_I == d) & (means.subspace == "learned")]
+    done = complete_runs(m)  # a seed still running covers fewer tasks: it would mix task sets across seeds
     rows = []
-    for setting, g in m.groupby("setting", sort=False):
+    for setting, g in done.groupby("setting", sort=False):
         rows.append({"setting": setting, "tasks": int(g.tasks.max()), "seeds": len(g),
+                     "seeds running": int(((m.setting == setting) & ~m.index.isin(done.index)).sum()),
                      "relative %": _cell(g.rel), "zero-shot / PT %": _cell(g.rel_zs) if "rel_zs" in g else "—",
                      "chance-corrected %": _cell(g.rel_cc),
                      "PT − zero-shot (points)": _cell(g.pt_minus_zero_shot) if "pt_minus_zero_shot" in g else "—",

@@ -371,6 +371,19 @@ def test_recovery_rule_needs_every_seed_above_half_of_pts_gain():
     assert recovery_rule(pd.DataFrame(rows[:2])).empty  # no unseen runs yet
 
 
+def test_settings_table_leaves_a_seed_still_running_out_of_its_cell():
+    import pandas as pd
+
+    from ipt.plots import settings_table
+
+    rows = [{"setting": "T_test(IST)", "split": "random", "d_I": 5, "subspace": "learned", "seed": seed, "rel": rel,
+             "rel_zs": 90.0, "rel_cc": rel - 80, "pt_minus_zero_shot": 2.0, "tasks": n, "still_improving": False,
+             "best_step": 30} for seed, rel, n in ((2, 90.0, 10), (3, 80.0, 10), (4, 10.0, 3))]
+    t = settings_table(pd.DataFrame(rows)).iloc[0]
+    # seed 4 has 3 of 10 tasks: its mean is over other tasks, so it is counted as running, not averaged in
+    assert t["seeds"] == 2 and t["seeds running"] == 1 and t["relative %"] == "85.0 [80.0, 90.0]" and t["tasks"] == 10
+
+
 def test_task_count_rule_pairs_the_fewest_and_most_training_tasks_on_the_same_unseen_tasks():
     import pandas as pd
 
