@@ -84,11 +84,15 @@ def mean_primary(scores: dict[str, dict[str, float]], tasks: list[TaskData]) -> 
 def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: list[TaskData],
                   loss_fn: Callable[[TaskData, list[dict]], torch.Tensor],
                   evaluate_fn: Callable[[TaskData, list[dict]], dict[str, float]],
-                  cfg: StageConfig, seed: int) -> dict:
+                  cfg: StageConfig, seed: int, resume: Optional[Path] = None) -> dict:
     """Train ``trainable`` (and nothing else) for ``cfg.steps``; keep the best mean-dev checkpoint.
 
-    Returns ``{"history", "best", "steps", "still_improving", "stopped_early"}``; ``best["dev"]`` holds
-    each task's dev metrics at the chosen step, and the chosen values are loaded back into ``trainable``.
+    Returns ``{"history", "best", "steps", "still_improving", "stopped_early", "resumed_at_step",
+    "resumed_elapsed_s"}`` (the last two 0 unless it resumed);
+    ``best["dev"]`` holds each task's dev metrics at the chosen step, and the chosen values are loaded back
+    into ``trainable``. With ``resume`` (a file path), the whole training state is written there after every
+    dev evaluation, and a run that finds the file continues from it exactly as if it had never stopped
+    (same batches, dropout masks and optimiser state); the caller deletes the file once its record is written.
     """
     if not tasks:
         raise UserError("no tasks to train on")
@@ -107,6 +111,33 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
     best = {"score": -math.inf, "step": 0, "dev": {}}
     best_state = {n: p.detach().clone() for n, p in trainable.items()}
     history, running, t0 = [], [], time.time()
+    step, resumed_at, resumed_s = 0, 0, 0.0
+    if resume is not None and resume.is_file():
+        state = torch.load(resume, weights_only=False)  # our own file, written below
+        if set(state["trainable"]) != set(trainable) or state["total"] != total or state["seed"] != seed:
+            raise UserError(f"{resume} belongs to another run (its steps / seed / trainable set differ); delete it to start over")
+        with torch.no_grad():
+            for n, p in trainable.items():
+                p.copy_(state["trainable"][n])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        best, best_state, history = state["best"], state["best_state"], state["history"]
+        step = resumed_at = state["step"]
+        for _ in range(step):  # the batch stream is a pure function of the seed: replay it to where it stopped
+            next(stream)
+        torch.set_rng_state(state["rng"])  # dropout masks continue as in an uninterrupted run
+        resumed_s = history[-1]["elapsed_s"] if history else 0.0
+        t0 -= resumed_s
+        log.info("resumed from %s at step %d", resume, step)
+
+    def save_state() -> None:
+        state = {"step": step, "total": total, "seed": seed, "trainable": {n: p.detach().clone() for n, p in trainable.items()},
+                 "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best, "best_state": best_state,
+                 "history": history, "rng": torch.get_rng_state()}
+        resume.parent.mkdir(parents=True, exist_ok=True)
+        tmp = resume.with_name(f".{resume.name}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(resume)  # a kill mid-write leaves the previous checkpoint whole
 
     def run_eval(step: int) -> None:
         nonlocal best_state, running
@@ -126,7 +157,6 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
         i_best = next(i for i, h in enumerate(history) if h["step"] == best["step"])
         return bool(cfg.patience) and len(history) - 1 - i_best >= cfg.patience
 
-    step = 0
     while step < total:
         model.train()
         name, idx = next(stream)
@@ -137,6 +167,8 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
         running.append(loss.item())
         if step % cfg.eval_every == 0 or step == total:
             run_eval(step)
+            if resume is not None:
+                save_state()
             if stalled():
                 break
     with torch.no_grad():
@@ -144,7 +176,8 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
             p.copy_(best_state[n])
     still_improving = len(history) > 1 and best["step"] == history[-1]["step"]
     return {"history": history, "best": best, "steps": step, "still_improving": still_improving,
-            "stopped_early": step < total}
+            "stopped_early": step < total, "resumed_at_step": resumed_at,
+            "resumed_elapsed_s": resumed_s}
 
 
 # ----------------------------------------------------------------------------- trainable sets, frozen parts

@@ -12,7 +12,8 @@ dev score. Then, on each task's test file:
 - T_test(MSF): unseen test tasks with their own stage-1 prompts passed through the autoencoder.
 
 The record (results/records/ipt/msf/) holds both per task; the autoencoder goes to the scratch folder
-(outputs/ipt/msf/<run id>.safetensors), where IST finds its decoder.
+(outputs/ipt/msf/<run id>.safetensors), where IST finds its decoder. A run that is killed resumes from its
+last dev evaluation when started again (``<run id>.partial.pt`` beside it), with the same result.
 """
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def checkpoint_path(cfg: dict):
     return W.scratch(STAGE) / f"{W.run_id(cfg, STAGE)}.safetensors"
 
 
+def partial_path(cfg: dict):
+    """The training state after the last dev evaluation: a run killed mid-way (a 1-CPU-hour MSF run outlives
+    many sessions' background jobs) resumes from it; deleted once the record is written."""
+    return W.scratch(STAGE) / f"{W.run_id(cfg, STAGE)}.partial.pt"
+
+
 def stage(cfg: dict) -> dict:
     if cfg["intrinsic_dim"] < 1:
         raise UserError(f"intrinsic_dim must be >= 1, got {cfg['intrinsic_dim']}")
@@ -57,6 +64,8 @@ def stage(cfg: dict) -> dict:
         log.info("skipping: %s is complete", path)
         return done
     t0, started = time.time(), W._now()
+    if cfg["force"]:
+        partial_path(cfg).unlink(missing_ok=True)
     prompts = W.load_prompts(cfg, split.train + split.test)  # every missing prompt named before any training
     scorer, _ = W.build(cfg)
     train = [W.load_task(cfg, scorer, t, cfg["few_shot_seed"]) for t in split.train]
@@ -76,7 +85,8 @@ def stage(cfg: dict) -> dict:
 
     stage_cfg = StageConfig.of(cfg["msf"])
     out = fit_multitask(model, dict(ae.named_parameters()), train, loss_fn,
-                        lambda t, items: W.scores(scorer, t, items, ae(prompts[t.name])), stage_cfg, cfg["seed"])
+                        lambda t, items: W.scores(scorer, t, items, ae(prompts[t.name])), stage_cfg, cfg["seed"],
+                        resume=partial_path(cfg))
     model.eval()
     per_task = {}
     with torch.no_grad():
@@ -98,11 +108,13 @@ def stage(cfg: dict) -> dict:
             "dropped_tasks": split.dropped, "trainable_params": W.param_count(ae),
             "total_params": W.param_count(ae, scorer), "steps": out["steps"], "best": {"step": out["best"]["step"]},
             "still_improving": out["still_improving"], "stopped_early": out["stopped_early"],
-            "history": out["history"], "checkpoint": str(checkpoint_path(cfg)),
+            "history": out["history"], "checkpoint": str(checkpoint_path(cfg)), "resumed_at_step": out["resumed_at_step"],
             "final": {"dev": {"mean_primary": out["best"]["score"]}, "test": {"mean_primary_train_tasks": mean["train"],
                                                                               "mean_primary_test_tasks": mean["test"]}},
             "per_task": per_task}
-    rec = W.write_record(cfg, STAGE, rid, body, started, t0)
+    # wall time counts the interrupted part too (up to its last dev evaluation)
+    rec = W.write_record(cfg, STAGE, rid, body, started, t0 - out["resumed_elapsed_s"])
+    partial_path(cfg).unlink(missing_ok=True)
     log.info("MSF d_I=%d: mean dev %.1f; test: train tasks %.1f, unseen tasks %.1f", cfg["intrinsic_dim"],
              out["best"]["score"], mean["train"], mean["test"])
     return rec

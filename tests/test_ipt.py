@@ -211,6 +211,47 @@ def test_ist_trains_only_v_and_decoded_prompt_survives_save_load(tmp_path):
         assert torch.equal(scorer.logits(task, task.dev, dec(v2())), before)
 
 
+def _toy_fit(resume, stop_at=None, steps=8):
+    """A linear model behind dropout on one toy task; ``stop_at`` kills the run (an exception) at that step."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 1)
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5), lin)
+    xs = [{"x": torch.randn(3), "y": float(i % 2)} for i in range(12)]
+    task = TaskData("t", "neg_mse", xs, xs[:4])
+    seen = []
+
+    def loss_fn(t, batch):
+        seen.append(len(seen) + 1)
+        if stop_at is not None and len(seen) == stop_at:
+            raise KeyboardInterrupt  # what a dying session does to a background run
+        x, y = torch.stack([b["x"] for b in batch]), torch.tensor([b["y"] for b in batch])
+        return ((model(x).squeeze(-1) - y) ** 2).mean()
+
+    def evaluate_fn(t, items):
+        x, y = torch.stack([b["x"] for b in items]), torch.tensor([b["y"] for b in items])
+        return {"neg_mse": -((model(x).squeeze(-1) - y) ** 2).mean().item()}
+
+    out = fit_multitask(model, dict(lin.named_parameters()), [task], loss_fn, evaluate_fn,
+                        StageConfig(lr=0.05, steps=steps, batch_size=4, eval_every=2), seed=3, resume=resume)
+    return out, {n: p.detach().clone() for n, p in lin.named_parameters()}
+
+
+def test_fit_multitask_resumes_a_killed_run_exactly(tmp_path):
+    plain, w_plain = _toy_fit(None)
+    saved, w_saved = _toy_fit(tmp_path / "a.pt")  # writing the state changes nothing
+    assert all(torch.equal(w_plain[n], w_saved[n]) for n in w_plain) and (tmp_path / "a.pt").is_file()
+    with pytest.raises(KeyboardInterrupt):
+        _toy_fit(tmp_path / "b.pt", stop_at=7)  # last state written at step 6
+    resumed, w_resumed = _toy_fit(tmp_path / "b.pt")
+    assert resumed["resumed_at_step"] == 6 and plain["resumed_at_step"] == 0
+    # same batches, dropout masks and Adam moments: bit-identical weights, dev curve and choice
+    assert all(torch.equal(w_plain[n], w_resumed[n]) for n in w_plain)
+    strip = [[{k: v for k, v in h.items() if k != "elapsed_s"} for h in o["history"]] for o in (plain, resumed)]
+    assert strip[0] == strip[1] and plain["best"]["step"] == resumed["best"]["step"]
+    with pytest.raises(UserError, match="belongs to another run"):
+        _toy_fit(tmp_path / "b.pt", steps=10)
+
+
 def test_fit_multitask_refuses_parameters_outside_the_trainable_set():
     lin = torch.nn.Linear(2, 2)
     other = torch.nn.Parameter(torch.zeros(2))
@@ -456,6 +497,7 @@ def test_bart_text_to_text_path_runs_end_to_end(tmp_path):
                   f"records_dir={tmp_path / 'records'}", "tasks=[glue-sst2,squad-no_context,rotten_tomatoes]")
     prompt_tuning.stage(cfg)
     rec = msf.stage(cfg)
+    assert rec["resumed_at_step"] == 0 and not msf.partial_path(cfg).exists()  # resume state gone once recorded
     assert set(rec["per_task"]) == {"crossfit/glue-sst2", "crossfit/squad-no_context", "crossfit/rotten_tomatoes"}
     squad = rec["per_task"]["crossfit/squad-no_context"]["test"]
     assert "em" in squad and 0.0 <= squad["em"] <= 100.0  # text metrics on decoded text
