@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import random
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch.utils.data import Sampler
 
 from .errors import UserError
 from .paths import HUB, SCRATCH_DIR, resolve_data_dir
+from .records import atomic_target
 from .tasks import CROSSFIT_SEEDS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -193,11 +193,8 @@ def tokenize(examples: list[dict], spec: TaskSpec, tokenizer, lm_kind: str, args
     for i, o in enumerate(out):
         o["index"] = i
     if cache_key is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with tmp.open("wb") as fh:
+        with atomic_target(path) as tmp, tmp.open("wb") as fh:
             pickle.dump(out, fh)
-        os.replace(tmp, path)
     return out
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .records import atomic_target
 from .trainer import optimizer_step
 
 log = logging.getLogger(__name__)
@@ -131,13 +132,11 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
         log.info("resumed from %s at step %d", resume, step)
 
     def save_state() -> None:
-        state = {"step": step, "total": total, "seed": seed, "trainable": {n: p.detach().clone() for n, p in trainable.items()},
+        state = {"step": step, "total": total, "seed": seed, "trainable": {n: p.detach() for n, p in trainable.items()},
                  "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best, "best_state": best_state,
                  "history": history, "rng": torch.get_rng_state()}
-        resume.parent.mkdir(parents=True, exist_ok=True)
-        tmp = resume.with_name(f".{resume.name}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(resume)  # a kill mid-write leaves the previous checkpoint whole
+        with atomic_target(resume) as tmp:  # a kill mid-write leaves the previous checkpoint whole
+            torch.save(state, tmp)
 
     def run_eval(step: int) -> None:
         nonlocal best_state, running
@@ -194,14 +193,10 @@ def state_fingerprint(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
     """Safetensors, written beside ``path`` then renamed (a crash never leaves half a file)."""
-    import os
-
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        save_file({n: t.detach().contiguous().cpu() for n, t in tensors.items()}, str(tmp))
     return path
 
 

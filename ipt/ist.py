@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import torch
 
@@ -72,7 +73,9 @@ def ist_run_id(cfg: dict, task: str, role: str) -> str:
     return W.run_id(cfg, STAGE, task, extra)
 
 
-def tune_task(cfg: dict, job: str) -> dict:
+def tune_task(cfg: dict, job: str, run_tasks: dict[str, int] | None = None) -> dict:
+    """IST on one ``role:task`` job; ``run_tasks`` (role -> tasks of that role in this invocation) goes into the
+    record so that tables can tell a run still going from a complete one."""
     role, task_name = job.split(":", 1)
     rid = ist_run_id(cfg, task_name, role)
     path, done = W.existing(cfg, STAGE, rid)
@@ -95,7 +98,7 @@ def tune_task(cfg: dict, job: str) -> dict:
     save_tensors({"v": v.v}, path.with_suffix(".safetensors"))
     body = {"task": task_name, "task_type": "multiple_choice" if scorer.needs_options else "text_to_text",
             "method": f"ist_{cfg['subspace']}", "seed": cfg["seed"], "primary_metric": task.primary_metric,
-            "role": role, "few_shot_seed": data_seed, "intrinsic_dim": cfg["intrinsic_dim"],
+            "role": role, "run_tasks": (run_tasks or {}).get(role), "few_shot_seed": data_seed, "intrinsic_dim": cfg["intrinsic_dim"],
             "data_sizes": {"train": len(task.train), "dev": len(task.dev), "test": len(task.test)},
             "trainable_params": v.v.numel(), "total_params": v.v.numel() + W.param_count(decoder, scorer),
             "steps": out["steps"], "best": {"step": out["best"]["step"]}, "still_improving": out["still_improving"],
@@ -129,7 +132,8 @@ def stage(cfg: dict) -> None:
     scorer, _ = W.build(cfg)
     decoder_for(cfg, scorer.hidden)  # a missing MSF run fails here, before any worker starts
     log.info("IST (%s subspace, d_I=%d): %d tasks", cfg["subspace"], cfg["intrinsic_dim"], len(todo))
-    W.run_parallel(tune_task, cfg, todo)
+    counts = {r: sum(j.startswith(f"{r}:") for j in todo) for r in ("train", "test")}
+    W.run_parallel(partial(tune_task, run_tasks=counts), cfg, todo)
 
 
 main = W.entry(stage, "ipt.ist")

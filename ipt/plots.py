@@ -79,8 +79,9 @@ def score_frame(root: Path) -> pd.DataFrame:
         if r["seed"] == TUNE_SEED:
             continue
         c = r["config"]
+        per_role = pd.Series([v["role"] for v in r["per_task"].values()]).value_counts()  # one record has them all
         for task, v in r["per_task"].items():
-            rows.append({"setting": f"T_{v['role']}(MSF)", "task": task, "split": c["split"]["name"],
+            rows.append({"setting": f"T_{v['role']}(MSF)", "task": task, "split": c["split"]["name"], "run_tasks": per_role[v["role"]],
                          "d_I": c["intrinsic_dim"], "subspace": "learned", "seed": r["seed"],
                          "score": v["test"][v["metric"]], "still_improving": still_rising(r), "run_id": r["run_id"],
                          "best_step": r["best"]["step"]})
@@ -91,6 +92,8 @@ def score_frame(root: Path) -> pd.DataFrame:
         setting = "T_test(IST)" if r["role"] == "test" else \
             ("T_train-diff(IST)" if c["ist"]["seen_data"] == "diff" else "T_train-same(IST)")
         rows.append({"setting": setting, "task": r["task"], "split": c["split"]["name"], "d_I": r["intrinsic_dim"],
+                     # the invocation's task count for this role; records older than the field lack it
+                     "run_tasks": r.get("run_tasks"),
                      "subspace": c["subspace"], "seed": r["seed"], "score": r["final"]["test"][r["primary_metric"]],
                      "still_improving": still_rising(r), "run_id": r["run_id"], "best_step": r["best"]["step"]})
     return pd.DataFrame(rows)
@@ -123,6 +126,7 @@ def run_means(rel: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"rel": g.rel.mean(), "rel_zs": g.rel_zs.mean(), "rel_cc": 100 * gu.gain.sum() / gu.room.sum(),
                          "pt_minus_zero_shot": g.apply(lambda x: (x.pt - x.zero_shot).mean(), include_groups=False),
                          "tasks": g.task.nunique(), "still_improving": g.still_improving.any(),
+                         **({"run_tasks": g.run_tasks.max()} if "run_tasks" in rel else {}),
                          **({"best_step": g.best_step.median()} if "best_step" in rel else {})}).reset_index()
 
 
@@ -151,10 +155,16 @@ def _cell(x: pd.Series) -> str:
     return f"{x.mean():.1f}" if len(x) == 1 else f"{x.mean():.1f} [{x.min():.1f}, {x.max():.1f}]"
 
 
+def expected_tasks(means: pd.DataFrame) -> pd.Series:
+    """Per run, the tasks it will have when complete: its records' ``run_tasks``, or for records older than that
+    field the most tasks any seed of its setting and split has (which takes a lone first seed for complete)."""
+    guess = means.groupby(["setting", "split"]).tasks.transform("max")
+    return pd.to_numeric(means.run_tasks).fillna(guess) if "run_tasks" in means else guess
+
+
 def complete_runs(means: pd.DataFrame) -> pd.DataFrame:
-    """The runs that have every task of their setting and split (a run still going has fewer)."""
-    full = means.groupby(["setting", "split"]).tasks.transform("max")
-    return means[means.tasks == full]
+    """The runs that have every task of their invocation (a run still going has fewer)."""
+    return means[means.tasks >= expected_tasks(means)]
 
 
 def dim_figure(means: pd.DataFrame, path: Path) -> None:
@@ -254,14 +264,16 @@ def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
     m = means[means.split == "random"]
     dims = sorted(m.d_I.unique())
     rows = []
-    full = m.groupby("setting").tasks.max()  # a run with fewer tasks is still running: its cell says so
+    m = m.assign(expected=expected_tasks(m))  # a run with fewer tasks is still running: its cell says so
     for (setting, sub), g in m.groupby(["setting", "subspace"], sort=False):
         row = {"setting": setting, "subspace": sub}
         for d in dims:
-            gd, n = g[g.d_I == d], full[setting]
-            row[f"d_I {d}"] = _seed_cell(gd, col) + (f" ({int(gd.tasks.min())} of {n} tasks)" if len(gd) and gd.tasks.min() < n else "")
+            gd = g[g.d_I == d]
+            short = gd[gd.tasks < gd.expected]
+            row[f"d_I {d}"] = _seed_cell(gd, col) + \
+                (f" ({int(short.tasks.min())} of {int(short.expected.max())} tasks)" if len(short) else "")
         if col == "rel" and "rel_zs" in g:  # the same tasks scored with no prompt: the ratio's floor
-            row["zero-shot / PT"] = f"{g[g.tasks == full[setting]].rel_zs.mean():.1f}"
+            row["zero-shot / PT"] = f"{g[g.tasks >= g.expected].rel_zs.mean():.1f}"
         if sub == "learned":
             row.update({"paper d_I 5": PAPER.get((setting, 5), np.nan), "paper d_I 250": PAPER.get((setting, 250), np.nan)})
         rows.append(row)

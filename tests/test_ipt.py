@@ -467,6 +467,10 @@ def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
     from ipt.plots import complete_runs
 
     assert len(complete_runs(running)) == len(means)  # the figure leaves the run still going out
+    # a lone first seed still going: only its records' run_tasks can tell (old records without it: max over seeds)
+    lone = pd.DataFrame([{**rows[-1], "d_I": 100, "tasks": 4, "run_tasks": 10.0}])
+    assert complete_runs(lone).empty and len(complete_runs(lone.drop(columns="run_tasks"))) == 1
+    assert dim_table(lone).iloc[0]["d_I 100"] == f"30.0{OPEN} (4 of 10 tasks)"
     d = dim_table(running).set_index(["setting", "subspace"])  # a run still going says how far it got
     assert d.loc[("T_test(IST)", "random"), "d_I 25"] == "30.0 (4 of 10 tasks)" and d.loc[("T_test(IST)", "random"), "d_I 5"] == f"30.0{OPEN}"
     pt = pd.DataFrame({"task": ["a", "b", "c"], "seed": [2] * 3, "lr": [0.01] * 3, "pt": [80.0, 50.0, 70.0], "zero_shot": [60.0, 55.0, 70.0],
@@ -502,7 +506,9 @@ def test_bart_text_to_text_path_runs_end_to_end(tmp_path):
     squad = rec["per_task"]["crossfit/squad-no_context"]["test"]
     assert "em" in squad and 0.0 <= squad["em"] <= 100.0  # text metrics on decoded text
     ist.stage(cfg)
-    assert len(list((tmp_path / "records" / "ipt" / "ist").glob("*.json"))) == 3
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "records" / "ipt" / "ist").glob("*.json")]
+    roles = [r["role"] for r in recs]
+    assert len(recs) == 3 and all(r["run_tasks"] == roles.count(r["role"]) for r in recs)  # the invocation's count
     cfg_opt = {**cfg, "scorer": {**cfg["scorer"], "predict": "options"}}  # option likelihood instead of decoding
     scorer, _ = W.build(cfg_opt)
     task = W.load_task(cfg_opt, scorer, "crossfit/glue-sst2", 100)

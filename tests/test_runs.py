@@ -130,3 +130,16 @@ def test_execution_details_stay_out_of_the_run_identity_and_bf16_does_not(tmp_pa
     same = {**cfg, "trainer": {**cfg["trainer"], "device": "cuda", "num_threads": 8, "force_fp32": True}}
     assert run_id(same) == run_id(cfg)
     assert run_id({**cfg, "trainer": {**cfg["trainer"], "bf16": not cfg["trainer"]["bf16"]}}) != run_id(cfg)
+
+
+def test_atomic_target_keeps_the_old_file_whole_when_a_write_fails(tmp_path):
+    from common.records import atomic_target
+
+    path = tmp_path / "sub" / "state.bin"
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(b"first")
+    assert path.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_target(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert path.read_bytes() == b"first" and sorted(p.name for p in path.parent.iterdir()) == ["state.bin"]
