@@ -173,14 +173,16 @@ def dim_figure(means: pd.DataFrame, path: Path) -> None:
     Complete runs only: a run still going is in the tables, marked "(k of n tasks)"."""
     plt = mpl()
     m = complete_runs(means[(means.split == "random") & means.setting.isin(["T_train-diff(IST)", "T_test(IST)"])])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.0), sharex=True)
     colors = {"T_train-diff(IST)": "C0", "T_test(IST)": "C1"}
     for ax, col, label in zip(axes, ("rel", "rel_cc"), ("score / PT (%)", "chance-corrected (%)")):
         for (setting, sub), g in m.groupby(["setting", "subspace"]):
             s = g.groupby("d_I")[col].agg(["mean", "min", "max"])
-            ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], marker="o",
-                        color=colors[setting], linestyle="-" if sub == "learned" else "--", label=f"{setting}, {sub}",
-                        capsize=3)
+            learned = sub == "learned"
+            x = s.index * (1.0 if learned else 1.08)  # nudge random right: the two seed ranges would overlap
+            ax.errorbar(x, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], color=colors[setting],
+                        marker="s" if learned else "o", mfc=colors[setting] if learned else "white",
+                        linestyle="-" if learned else "--", label=f"{setting}, {sub} subspace", capsize=3)
         ax.set_xscale("log")
         ax.set_xlabel("intrinsic dimension d_I")
         ax.set_ylabel(label)
@@ -192,9 +194,9 @@ def dim_figure(means: pd.DataFrame, path: Path) -> None:
         axes[0].scatter([d], [v], marker="x", color=colors.get(setting, "k"), zorder=3,
                         label=f"{setting}: paper (BART-base)" if d == HEADLINE_D else None)
     axes[1].axhline(0, color="grey", lw=0.5, ls=":")
-    axes[0].legend(fontsize=6)
-    fig.suptitle("IST on MiniLM (small): relative performance vs d_I", fontsize=10)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.suptitle("IST on MiniLM (small): relative performance vs d_I (mean, range over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -210,20 +212,37 @@ def n_train_tasks(means: pd.DataFrame) -> dict[str, int]:
     return {sp: got.get(sp, n) for sp, n in PAPER_N_TRAIN.items()}
 
 
-def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
-    plt = mpl()
+def tasks_points(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
+    """The complete T_test(IST) runs at ``d`` on the task-count splits, ``n`` = their training tasks, and per
+    subspace only the seeds that every split with runs has (so no split's point averages more seeds)."""
     n_train = n_train_tasks(means)
-    m = complete_runs(means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")]).copy()
-    m["n"] = m.split.map(n_train)
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for sub, g in m.groupby("subspace"):
-        s = g.groupby("n")["rel"].mean()
-        ax.plot(s.index, s.values, marker="o", linestyle="-" if sub == "learned" else "--", label=sub)
-    ax.set_xlabel("training tasks (the paper's 20/40/60/80/100, ours: those with options)")
-    ax.set_ylabel("unseen tasks: score / PT (%)")
+    m = complete_runs(means[means.split.isin(n_train) & (means.d_I == d) & (means.setting == "T_test(IST)")])
+    keep = [g[g.seed.isin(set.intersection(*(set(x.seed) for _, x in g.groupby("split"))))]
+            for _, g in m.groupby("subspace")]
+    out = pd.concat(keep) if keep else m.copy()
+    return out.assign(n=out.split.map(n_train))
+
+
+def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
+    """Unseen-task recovery (T_test(IST), d_I ``d``) against the number of training tasks, learned and random
+    subspace, over the seeds every plotted split has (the task-count splits run fewer seeds than the headline):
+    mean and range, score / PT left, chance-corrected right."""
+    plt = mpl()
+    m = tasks_points(means, d)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, col, label in zip(axes, ("rel", "rel_cc"), ("unseen tasks: score / PT (%)", "unseen tasks: chance-corrected (%)")):
+        for sub, g in m.groupby("subspace"):
+            shared = sorted(set(g.seed))
+            s = g.groupby("n")[col].agg(["mean", "min", "max"])
+            learned = sub == "learned"
+            ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], capsize=3,
+                        color="C0" if learned else "C1", marker="s" if learned else "o", mfc=None if learned else "white",
+                        linestyle="-" if learned else "--", label=f"{sub} subspace (seeds {shared})")
+        ax.set_xlabel("training tasks with options (paper: 20 to 100)")
+        ax.set_ylabel(label)
     if len(m):
-        ax.legend(fontsize=8)
-    ax.set_title(f"IST, d_I {d}: more training tasks", fontsize=10)
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"IST, d_I {d}: more training tasks, unseen tasks", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -691,3 +691,18 @@ def test_driver_out_sends_records_choices_and_plan_to_another_results_root(tmp_p
     assert E.main(["run", "--out", str(tmp_path)]) == 0
     assert seen["cfg"]["records_dir"] == str((tmp_path / "records").resolve())
     assert seen["choices"] == tmp_path / "ipt" / "choices.json"
+
+
+def test_tasks_figure_points_use_the_seeds_every_split_has():
+    import pandas as pd
+
+    from ipt.plots import tasks_points
+
+    rows = [{"setting": "T_test(IST)", "split": "random", "d_I": 5, "subspace": "learned", "seed": seed,
+             "rel": 80.0 + seed, "rel_cc": float(seed), "tasks": 10, "still_improving": False} for seed in (2, 3, 4)]
+    rows.append({**rows[0], "split": "random_20", "rel": 70.0})
+    p = tasks_points(pd.DataFrame(rows))
+    assert sorted(p.seed) == [2, 2] and dict(zip(p.split, p.n)) == {"random": 100, "random_20": 20}  # no MSF run: the paper's counts
+    assert p[p.split == "random"].rel.item() == 82.0  # seed 2 only: seeds 3 and 4 have no random_20 run
+    alone = tasks_points(pd.DataFrame(rows[:3]))
+    assert sorted(alone.seed) == [2, 3, 4]  # one split: all its seeds
