@@ -1,7 +1,7 @@
 """Run LST's experiments at small scale and write their CSVs (``results/ladder_side/``).
 
     python -m ladder_side.experiments glue       # LST on STS-B, CoLA (+ the other papers' rows)
-    python -m ladder_side.experiments ablation   # gate / init / layer dropping / r, one factor at a time (STS-B)
+    python -m ladder_side.experiments ablation   # gate / init / layer dropping / r, one factor at a time (STS-B, SST-2)
     python -m ladder_side.experiments cache      # cached vs uncached backbone (STS-B), at glue's lr
     python -m ladder_side.experiments all --jobs 2
     python -m ladder_side.experiments all --smoke --out /tmp/lst   # smoke budget, first task: code paths only
@@ -23,7 +23,9 @@ OTHERS = (("common", "calibration"), ("lora", "lora_glue"), ("lora", "lora_glue_
 
 class Plan(sweep.Steps):
     paper = "ladder_side"
-    experiments = {"glue": "lst_glue", "ablation": "lst_ablation", "cache": "lst_cache"}
+    experiments = {"glue": "lst_glue", "ablation": "lst_ablation", "ablation_sst2": "lst_ablation_sst2",
+                   "cache": "lst_cache"}
+    ABLATIONS = ("ablation", "ablation_sst2")  # the issue's two tasks: STS-B, then SST-2 with a cached backbone
 
     def glue(self) -> pd.DataFrame:
         own = self.sweep("glue").run()
@@ -38,7 +40,7 @@ class Plan(sweep.Steps):
         return df
 
     def ablation(self) -> pd.DataFrame:
-        df = self.sweep("ablation").run()
+        df = pd.concat([self.sweep(a).run() for a in self.ABLATIONS], ignore_index=True)
         df["setting"] = df["setting"].fillna("")
         self.write(df, "ablation.csv")
         return df

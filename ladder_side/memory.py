@@ -3,7 +3,7 @@ one training step on MiniLM at batch 32 and each task's 99th-percentile tokenise
 ``results/ladder_side/memory.csv``.
 
     python -m ladder_side.memory [--tasks stsb cola] [--batch-size 32]
-    python -m ladder_side.memory --ablation     # LST's layer-dropping and r settings on STS-B -> ablation_memory.csv
+    python -m ladder_side.memory --ablation     # LST's layer-dropping and r settings on the ablation's tasks -> ablation_memory.csv
 
 Each (task, method) runs in a fresh process, so its peak RSS is its own. The methods' configurations are the
 ones their sweeps use (LoRA r 8 on Wq, Wv; Pfeiffer r 16; P-Tuning v2 prefix 16; prompt tuning 20; LST r 8).
@@ -35,6 +35,17 @@ ABLATION = {
     "method.reduction_factor=16": {**METHODS["lst"], "reduction_factor": 16},
 }
 CONFIGS = {**METHODS, **ABLATION}
+
+
+def ablation_tasks() -> list[str]:
+    """The tasks of the ablation's experiment files (conf/experiment/), in order."""
+    import yaml
+
+    from common.paths import REPO_ROOT
+    from ladder_side.experiments import Plan
+
+    files = (REPO_ROOT / "conf" / "experiment" / f"{Plan.experiments[a]}.yaml" for a in Plan.ABLATIONS)
+    return list(dict.fromkeys(t for f in files for t in yaml.safe_load(f.read_text())["sweep"]["tasks"]))
 
 
 def p99_length(task: str, max_seq_len: int = 128) -> int:
@@ -76,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ablation", action="store_true",
-                    help="LST's ablation settings that change memory (STS-B) -> ablation_memory.csv")
+                    help="LST's ablation settings that change memory (the ablation's tasks) -> ablation_memory.csv")
     ap.add_argument("--out", type=Path, default=None, help="default: results/ladder_side/{memory,ablation_memory}.csv")
     ap.add_argument("--one", nargs=3, metavar=("METHOD", "TASK", "LEN"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
         print(json.dumps(measure(a.one[0], a.one[1], int(a.one[2]), a.batch_size)))
         return 0
-    if a.ablation:  # the ablation runs on STS-B only (conf/experiment/lst_ablation.yaml)
-        a.tasks, a.methods = ["stsb"], ["lst", *ABLATION]
+    if a.ablation:  # the ablation's tasks, as its experiment files name them
+        a.tasks, a.methods = ablation_tasks(), ["lst", *ABLATION]
     a.out = a.out or RESULTS_DIR / "ladder_side" / ("ablation_memory.csv" if a.ablation else "memory.csv")
     rows = []
     for task in a.tasks:

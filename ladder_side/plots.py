@@ -201,22 +201,44 @@ DROP_TOLERANCE = 1.0  # points: "little accuracy lost" for layer dropping, fixed
 
 
 def ablation_claims(abl: pd.DataFrame, memory: pd.DataFrame | None = None) -> str:
-    """Each ablated setting against the default, paired by seed (setting − default). Rules: a design choice of the
-    paper holds where the default wins on every seed, the alternative where it wins on every seed, otherwise no
-    consistent difference (3 seeds cannot reach p < 0.05 with a signed-rank test: its smallest two-sided p is 0.25);
-    layer dropping holds where the median paired cost is within DROP_TOLERANCE points. A cell with a
-    still-improving run gives no verdict."""
+    """Each ablated setting against the default, paired by seed within each task (setting − default). Rules: a
+    design choice of the paper holds where the default wins on every seed, the alternative where it wins on every
+    seed, otherwise no consistent difference (3 seeds cannot reach p < 0.05 with a signed-rank test: its smallest
+    two-sided p is 0.25); layer dropping holds where the median paired cost is within DROP_TOLERANCE points. A
+    cell with a still-improving run gives no verdict. With several tasks, a last table puts the verdicts side by
+    side: a finding stands where every task gives the same verdict."""
     p = primary(_selected(abl))
     p = p[p.role == "report"] if "role" in p else p
+    tasks = list(dict.fromkeys(p.task))
+    blocks, verdicts = [], {}
+    for task in tasks:
+        mem = memory[memory.task == task] if memory is not None and "task" in memory else memory
+        text, verdicts[task] = _ablation_task(p[p.task == task], task, mem)
+        blocks.append(text)
+    if len(tasks) > 1:
+        lines = ["Across tasks (a finding stands where every task gives the same verdict):", "",
+                 "| setting | " + " | ".join(tasks) + " | across tasks |", "|---|" + "---|" * (len(tasks) + 1)]
+        for setting, _, _ in ABLATION_RULES:
+            v = [verdicts[t][setting] for t in tasks]
+            lines.append(f"| {setting} | " + " | ".join(v) + f" | {v[0] if len(set(v)) == 1 else 'differs by task'} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks + [OPEN_NOTE])
+
+
+def _ablation_task(p: pd.DataFrame, task: str, mem: pd.DataFrame | None) -> tuple[str, dict[str, str]]:
+    """One task's table of :func:`ablation_claims` and its verdict per setting."""
     wide = p.pivot_table(index="seed", columns="setting", values="value")
     rising = p.groupby("setting").still_improving.apply(lambda x: bool(x.fillna(False).astype(bool).any()))
-    mem = memory.set_index("method")["total_bytes"] / 2**20 if memory is not None else pd.Series(dtype=float)
-    lines = [f"Task: {', '.join(sorted(set(p.task)))}; default: learned gates, Fisher init, 6 side blocks, r 8 "
-             f"(median {wide[ABLATION_DEFAULT].median():.1f} over seeds {', '.join(map(str, wide.index))}).", "",
+    mem = mem.set_index("method")["total_bytes"] / 2**20 if mem is not None and len(mem) else pd.Series(dtype=float)
+    default = f"{wide[ABLATION_DEFAULT].median():.1f}" if ABLATION_DEFAULT in wide else "not run yet"
+    lines = [f"Task: {task}; default: learned gates, Fisher init, 6 side blocks, r 8 "
+             f"(median {default} over seeds {', '.join(map(str, wide.index))}).", "",
              "| setting | tests | training memory MiB (% of default) | median score | setting − default, per seed | "
              "verdict |", "|---|---|---:|---:|---|---|"]
+    verdicts = {}
     for setting, what, kind in ABLATION_RULES:
         if setting not in wide or ABLATION_DEFAULT not in wide:
+            verdicts[setting] = "not run yet"
             lines.append(f"| {setting} | {what} | — | — | — | not run yet |")
             continue
         d = (wide[setting] - wide[ABLATION_DEFAULT]).dropna()
@@ -231,11 +253,12 @@ def ablation_claims(abl: pd.DataFrame, memory: pd.DataFrame | None = None) -> st
                 f"fails (cost > {DROP_TOLERANCE:.1f})"
         else:
             verdict = "descriptive"
+        verdicts[setting] = verdict
         m = (f"{mem[setting]:.0f} ({100 * mem[setting] / mem['lst']:.0f} %)" if setting in mem and "lst" in mem
              else (f"{mem['lst']:.0f} (100 %)" if kind == "design" and "lst" in mem else "—"))
         lines.append(f"| {setting} | {what} | {m} | {mark(f'{wide[setting].median():.1f}', open_)} | "
                      f"{', '.join(f'{v:+.2f}' for v in d)} | {verdict} |")
-    return "\n".join(lines + ["", OPEN_NOTE])
+    return "\n".join(lines), verdicts
 
 
 def cache_table(df: pd.DataFrame) -> str:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from common.paths import REPO_ROOT
 
@@ -42,13 +43,21 @@ def test_lst_needs_less_training_memory_than_full_fine_tuning():
     assert lst["total_bytes"] < ft["total_bytes"]
 
 
-def test_the_ablation_tunes_one_lr_at_the_default_for_all_nine_settings(tmp_path):
+@pytest.mark.parametrize("experiment,task,cached", [("lst_ablation", "stsb", False), ("lst_ablation_sst2", "sst2", True)])
+def test_the_ablation_tunes_one_lr_at_the_default_for_all_nine_settings(tmp_path, experiment, task, cached):
     from common.sweep import Sweep
 
-    sw = Sweep("lst_ablation", records_dir=tmp_path, out_dir=tmp_path)
+    sw = Sweep(experiment, records_dir=tmp_path, out_dir=tmp_path)
     assert len(sw.cells) == 9 and len(sw.tune_cells()) == 1
     plan = sw.planned()
     assert sum(r["phase"] == "tune" for r in plan) == 4 and sum(r["phase"] == "report" for r in plan) == 27
+    assert {r["cfg"]["task"]["name"] for r in plan} == {task}
+    from ladder_side.memory import ablation_tasks
+
+    assert task in ablation_tasks()  # its training memory is measured too
+    assert {r["cfg"]["method"]["cache_backbone"] for r in plan} == {cached}
+    first = Sweep("lst_ablation", records_dir=tmp_path, out_dir=tmp_path)
+    assert [c.setting for c in sw.cells] == [c.setting for c in first.cells]  # the same ablation on both tasks
 
 
 def test_benchmark_writes_both_targets_with_the_side_dropout_variant(tmp_path):
@@ -125,3 +134,27 @@ def test_ablation_rules_pair_each_setting_with_the_default_by_seed():
     assert lines["method.side_layers=3,6"].endswith("| fails (cost > 1.0) |")  # median cost 1.5
     assert lines["method.gate=sum"].endswith("| no verdict (still improving) |")
     assert lines["method.reduction_factor=4"].endswith("| not run yet |")
+
+
+def test_ablation_verdicts_are_per_task_and_side_by_side_across_tasks():
+    from ladder_side.plots import ablation_claims
+
+    vals = {"stsb": {"method.gate=learned": [85.0, 85.0, 85.0], "method.init=random": [84.0, 84.5, 83.0],
+                     "method.gate=fixed": [85.5, 84.0, 86.0]},
+            "sst2": {"method.gate=learned": [90.0, 90.0, 90.0], "method.init=random": [91.0, 90.5, 92.0],
+                     "method.gate=fixed": [89.0, 91.0, 90.0]}}
+    metric = {"stsb": "pearson", "sst2": "accuracy"}
+    rows = [{"task": task, "method": "lst", "seed": seed, "split": "test", "metric": metric[task], "value": v,
+             "still_improving": False, "role": "report", "selected": True, "setting": setting}
+            for task, per in vals.items() for setting, vs in per.items() for seed, v in zip((2, 3, 4), vs)]
+    mem = pd.DataFrame([{"task": "stsb", "method": "lst", "total_bytes": 200 * 2**20},
+                        {"task": "sst2", "method": "lst", "total_bytes": 400 * 2**20}])
+    text = ablation_claims(pd.DataFrame(rows), mem)
+    stsb, sst2 = text.split("Task: sst2")[0], text.split("Task: sst2")[1].split("Across tasks")[0]
+    assert "| 200 (100 %) |" in stsb and "| 400 (100 %) |" in sst2  # each task's own memory
+    assert "-1.00, -0.50, -2.00" in stsb and "+1.00, +0.50, +2.00" in sst2  # paired within the task only
+    across = {line.split(" | ")[0].lstrip("| "): line for line in text.split("Across tasks")[1].splitlines()
+              if line.startswith("| method.")}
+    assert across["method.init=random"].endswith("| differs by task |")
+    assert across["method.gate=fixed"].endswith("| no consistent difference | no consistent difference | no consistent difference |")
+    assert across["method.gate=sum"].endswith("| not run yet |")

@@ -226,3 +226,27 @@ def test_setting_lr_grid_gives_a_matching_tuning_cell_its_own_grid():
     assert grids[True] == [2.5e-4, 5e-4, 1e-3, 2e-3]
     with pytest.raises(UserError, match="setting_lr_grid"):
         Sweep("ptv2_reparam", extra=("++sweep.setting_lr_grid=[{match: {method.reparam: true}, grid: [1e-3, 2e-3]}]",))
+
+
+def test_plan_prices_cached_lst_epochs_after_the_first_at_the_benchmarked_side_only_speed(tmp_path):
+    import pandas as pd
+
+    from common import plan as P
+    from common.sweep import compose
+
+    bench = tmp_path / "ladder_side.csv"
+    pd.DataFrame([{"method": m, "metric": "epoch2_s", "value": v} for m, v in
+                  (("lst", 30.0), ("lst", 30.0), ("lst_cached", 7.0), ("lst_cached", 8.0))]).to_csv(bench, index=False)
+    assert P.cached_epoch_factor(bench) == 0.25 and P.cached_epoch_factor(tmp_path / "none.csv") == 1.0
+    f, tp = P.cached_epoch_factor(), P.Throughput()
+    assert f < 1  # the committed benchmark measured a saving
+
+    def cost(cache: str, epochs: int) -> dict:
+        return P.predict(compose(["task=rte", "method=lst", f"method.cache_backbone={cache}", f"trainer.epochs={epochs}",
+                                  f"records_dir={tmp_path}"]), tp, 1)
+
+    assert cost("true", 1)["predicted_s"] == cost("false", 1)["predicted_s"]  # the first epoch fills the cache
+    plain, cached = cost("false", 4), cost("true", 4)
+    assert plain["train_examples"] == cached["train_examples"]  # the same steps, cheaper ones
+    saved = plain["predicted_s"] - cached["predicted_s"]
+    assert 0 < saved < (1 - f) * 3 / 4 * plain["predicted_s"]  # at most 3 of 4 epochs' training, at (1 - f)
