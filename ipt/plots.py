@@ -167,6 +167,14 @@ def complete_runs(means: pd.DataFrame) -> pd.DataFrame:
     return means[means.tasks >= expected_tasks(means)]
 
 
+def _range_plot(ax, x, s: pd.DataFrame, subspace: str, color: str, label: str) -> None:
+    """``s``'s mean with its [min, max] as error bars; learned: filled squares on a solid line, random: open
+    circles on a dashed one (the two figures draw subspaces alike)."""
+    learned = subspace == "learned"
+    ax.errorbar(x, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], capsize=3, color=color, label=label,
+                marker="s" if learned else "o", mfc=color if learned else "white", linestyle="-" if learned else "--")
+
+
 def dim_figure(means: pd.DataFrame, path: Path) -> None:
     """Relative performance vs d_I (left: the paper's score / PT with the zero-shot scorer's own ratio dotted
     and the paper's BART-base points as crosses; right: chance-corrected, where zero-shot is 0 by construction).
@@ -178,11 +186,8 @@ def dim_figure(means: pd.DataFrame, path: Path) -> None:
     for ax, col, label in zip(axes, ("rel", "rel_cc"), ("score / PT (%)", "chance-corrected (%)")):
         for (setting, sub), g in m.groupby(["setting", "subspace"]):
             s = g.groupby("d_I")[col].agg(["mean", "min", "max"])
-            learned = sub == "learned"
-            x = s.index * (1.0 if learned else 1.08)  # nudge random right: the two seed ranges would overlap
-            ax.errorbar(x, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], color=colors[setting],
-                        marker="s" if learned else "o", mfc=colors[setting] if learned else "white",
-                        linestyle="-" if learned else "--", label=f"{setting}, {sub} subspace", capsize=3)
+            x = s.index * (1.0 if sub == "learned" else 1.08)  # nudge random right: the seed ranges would overlap
+            _range_plot(ax, x, s, sub, colors[setting], f"{setting}, {sub} subspace")
         ax.set_xscale("log")
         ax.set_xlabel("intrinsic dimension d_I")
         ax.set_ylabel(label)
@@ -234,10 +239,7 @@ def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
         for sub, g in m.groupby("subspace"):
             shared = sorted(set(g.seed))
             s = g.groupby("n")[col].agg(["mean", "min", "max"])
-            learned = sub == "learned"
-            ax.errorbar(s.index, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], capsize=3,
-                        color="C0" if learned else "C1", marker="s" if learned else "o", mfc=None if learned else "white",
-                        linestyle="-" if learned else "--", label=f"{sub} subspace (seeds {shared})")
+            _range_plot(ax, s.index, s, sub, "C0" if sub == "learned" else "C1", f"{sub} subspace (seeds {shared})")
         ax.set_xlabel("training tasks with options (paper: 20 to 100)")
         ax.set_ylabel(label)
     if len(m):

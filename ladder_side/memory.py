@@ -38,14 +38,12 @@ CONFIGS = {**METHODS, **ABLATION}
 
 
 def ablation_tasks() -> list[str]:
-    """The tasks of the ablation's experiment files (conf/experiment/), in order."""
-    import yaml
-
-    from common.paths import REPO_ROOT
+    """The tasks of the ablation's experiment files (as composed: one inherits the other), in order."""
+    from common.sweep import compose
     from ladder_side.experiments import Plan
 
-    files = (REPO_ROOT / "conf" / "experiment" / f"{Plan.experiments[a]}.yaml" for a in Plan.ABLATIONS)
-    return list(dict.fromkeys(t for f in files for t in yaml.safe_load(f.read_text())["sweep"]["tasks"]))
+    sweeps = (compose([f"experiment={Plan.experiments[a]}"])["sweep"] for a in Plan.ABLATIONS)
+    return list(dict.fromkeys(t for s in sweeps for t in s["tasks"]))
 
 
 def p99_length(task: str, max_seq_len: int = 128) -> int:
