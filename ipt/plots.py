@@ -37,6 +37,21 @@ def still_rising(rec: dict) -> bool:
     return of_record(rec)[2]  # best dev last and still gaining (common.convergence)
 
 
+def _msf_run(cfg: dict) -> tuple:
+    """(split, d_I, seed, MSF steps) of an MSF run's config, or of the MSF run an IST config reads."""
+    return cfg["split"]["name"], cfg["intrinsic_dim"], cfg["seed"], cfg["msf"]["steps"]
+
+
+def superseded_runs(root: Path) -> set[tuple]:
+    """The reported MSF runs (as ``_msf_run``) that a run of the same split, d_I and seed at the d_I's reported
+    budget (``ipt.experiments.msf_steps``) replaces: kept in ``msf_runs.md``, left out of the score tables
+    together with the IST runs on their decoders."""
+    from ipt.experiments import msf_steps
+
+    have = {_msf_run(r["config"]) for r in load_records(root / "msf") if r["seed"] != TUNE_SEED}
+    return {k for k in have if k[3] != msf_steps(k[1]) and (*k[:3], msf_steps(k[1])) in have}
+
+
 def _loss_at(rec: dict, step: int) -> float:
     return next((h["train_loss"] for h in rec["history"] if h["step"] == step), np.nan)
 
@@ -58,7 +73,7 @@ def msf_frame(root: Path) -> pd.DataFrame:
     """One row per MSF run (tuning runs included): alpha, d_I, seed, mean dev, mean test on train / unseen tasks,
     the median relative reconstruction error (MSE / the prompt's mean square: 1 = no better than a zero
     prompt), the best step and whether it was still improving."""
-    rows = []
+    rows, old = [], superseded_runs(root)
     for r in load_records(root / "msf"):
         c, pt = r["config"], r["per_task"].values()
         rel = [v["reconstruction_mse"] / v["prompt_mean_square"] for v in pt if v["role"] == "train" and "prompt_mean_square" in v]
@@ -67,16 +82,17 @@ def msf_frame(root: Path) -> pd.DataFrame:
                      "test: train tasks": round(r["final"]["test"]["mean_primary_train_tasks"], 1),
                      "test: unseen tasks": round(r["final"]["test"]["mean_primary_test_tasks"], 1),
                      "median relative reconstruction error": round(float(np.median(rel)), 3) if rel else np.nan,
-                     "best step": r["best"]["step"], "steps": r["steps"], "still improving": still_rising(r)})
+                     "best step": r["best"]["step"], "steps": r["steps"], "still improving": still_rising(r),
+                     "superseded": r["seed"] != TUNE_SEED and _msf_run(c) in old})
     return pd.DataFrame(rows).sort_values(["role", "split", "d_I", "alpha", "seed"]) if rows else pd.DataFrame(rows)
 
 
 def score_frame(root: Path) -> pd.DataFrame:
     """One row per (run, task) of the reported MSF and IST runs (the tuning seed's are left out): setting, d_I,
     split, subspace, seed, primary test score."""
-    rows = []
+    rows, old = [], superseded_runs(root)
     for r in load_records(root / "msf"):
-        if r["seed"] == TUNE_SEED:
+        if r["seed"] == TUNE_SEED or _msf_run(r["config"]) in old:
             continue
         c = r["config"]
         per_role = pd.Series([v["role"] for v in r["per_task"].values()]).value_counts()  # one record has them all
@@ -86,7 +102,8 @@ def score_frame(root: Path) -> pd.DataFrame:
                          "score": v["test"][v["metric"]], "still_improving": still_rising(r), "run_id": r["run_id"],
                          "best_step": r["best"]["step"]})
     for r in load_records(root / "ist"):
-        if r["seed"] == TUNE_SEED:
+        # a random-subspace run reads no decoder (its run is shared by every MSF budget), so it is never replaced
+        if r["seed"] == TUNE_SEED or (r["config"]["subspace"] == "learned" and _msf_run(r["config"]) in old):
             continue
         c = r["config"]
         setting = "T_test(IST)" if r["role"] == "test" else \

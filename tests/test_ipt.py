@@ -346,6 +346,22 @@ def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
     assert plots_main(root, tmp_path / "out") == 0
     assert {"pt_floor.csv", "scores.csv", "settings.md", "dim.png", "tasks.png", "claims.md", "msf_runs.md"} <= \
         {p.name for p in (tmp_path / "out").iterdir()}
+    # an MSF run at the d_I's reported budget replaces the shorter one: the old run stays in the MSF table
+    # (marked), and neither it nor the IST runs on its decoder reach a score table
+    from ipt.experiments import msf_steps
+
+    d = msf["config"]["intrinsic_dim"]
+    assert msf["config"]["msf"]["steps"] != msf_steps(d)
+    assert set(score_frame(root).run_id) == {msf["run_id"], *(r["run_id"] for r in ist)}
+    longer = {**msf["config"], "msf": {**msf["config"]["msf"], "steps": msf_steps(d)}}
+    (root / "msf" / "longer.json").write_text(json.dumps({**msf, "config": longer, "run_id": "longer"}))
+    assert set(score_frame(root).run_id) == {"longer"}
+    # ... but a random-subspace IST run reads no decoder and stays
+    rnd = {**ist[0], "config": {**ist[0]["config"], "subspace": "random"}, "run_id": "random_copy"}
+    (root / "ist" / "random_copy.json").write_text(json.dumps(rnd))
+    assert set(score_frame(root).run_id) == {"longer", "random_copy"}
+    runs = msf_frame(root)
+    assert sorted(zip(runs.role, runs.superseded)) == [("reported", False), ("reported", True), ("tuning", False)]
 
 
 def test_relative_performance_and_its_chance_corrected_version():
@@ -552,10 +568,13 @@ def test_experiment_list_tunes_with_seed_1_only_and_every_ist_has_its_msf(mirror
     for ov in learned:
         assert W.run_id(msf_cfg(_compose(ov)), "msf") in msf, ov
     # the reported MSF runs get the longer budget, the alpha screen the scale's own
-    from ipt.experiments import MSF_REPORTED_STEPS
+    # (the d_I above the headline twice as long: their 2000-step runs were still gaining)
+    from ipt.experiments import HEADLINE_D, MSF_LONG_STEPS, MSF_REPORTED_STEPS
 
-    steps = {p: {_compose(ov)["msf"]["steps"] for q, s, ov in runs if q == p and s == "msf"} for p in ("tune_msf", "msf")}
-    assert steps == {"tune_msf": {_compose(["+split=random"])["msf"]["steps"]}, "msf": {MSF_REPORTED_STEPS}}
+    steps = {(p, _compose(ov)["intrinsic_dim"] > HEADLINE_D): _compose(ov)["msf"]["steps"]
+             for p, s, ov in runs if s == "msf"}
+    assert steps == {("tune_msf", False): _compose(["+split=random"])["msf"]["steps"], ("msf", False): MSF_REPORTED_STEPS,
+                     ("msf", True): MSF_LONG_STEPS}
     # ... and run all of it (no patience: dev plateaus of 300-400 steps preceded later gains)
     assert {_compose(ov)["msf"]["patience"] for q, s, ov in runs if q == "msf" and s == "msf"} == {None}
 
