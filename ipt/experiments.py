@@ -300,6 +300,9 @@ def run(workers: int) -> None:
     i = 0
     while i < len(segs := segments(phases(choices()))):
         phase, todo = segs[i]
+        # a complete MSF run is not re-run for its decoder (scratch, lost with the machine) unless an IST invocation
+        # still needs it: `_ensure_decoder` does that when the IST comes
+        todo = [(stage, ov) for stage, ov in todo if stage != "msf" or not _msf_complete(ov)]
         if all(stage == "msf" for stage, _ in todo) and workers > 1 and len(todo) > 1:
             # an MSF run is one joint training: run the segment's invocations side by side, one thread each
             from joblib import Parallel, delayed
@@ -316,6 +319,13 @@ def run(workers: int) -> None:
         if phase.startswith("tune") and not _choose(phase):
             continue  # the grid grew past an edge: the same segment again, with its new run
         i += 1
+
+
+def _msf_complete(overrides: list[str]) -> bool:
+    from ipt import workbench as W
+
+    cfg = _compose(overrides)
+    return W.load_completed(W.record_dir(cfg, "msf") / f"{W.run_id(cfg, 'msf')}.json") is not None
 
 
 def _ensure_decoder(cfg: dict) -> None:

@@ -636,6 +636,26 @@ def test_a_stage_1_record_matches_whatever_later_stages_default_to():
     assert not _matches(rec, _compose(["+split=random", "seed=1", "pt.lr=0.01", "msf.alpha=7.0"]), "msf")
 
 
+def test_driver_skips_a_complete_msf_run_whose_decoder_is_gone(tmp_path, monkeypatch):
+    """On a new machine the scratch decoders are gone: the driver does not re-run a complete MSF invocation
+    (only an IST invocation that still needs its decoder does, via _ensure_decoder); an incomplete one runs."""
+    import ipt.experiments as E
+    from ipt import msf
+
+    monkeypatch.setattr(E, "EXTRA", [f"records_dir={tmp_path}"])
+    monkeypatch.setattr(W, "SCRATCH_DIR", tmp_path / "scratch")
+    done, todo = (["+split=random", "intrinsic_dim=5", f"seed={s}"] for s in (2, 3))
+    monkeypatch.setattr(E, "phases", lambda got: [("msf", "msf", done), ("msf", "msf", todo)])
+    calls = []
+    monkeypatch.setattr(msf, "stage", lambda cfg: calls.append(W.run_id(cfg, "msf")))
+    cfg = E._compose(done)
+    W.record_dir(cfg, "msf").mkdir(parents=True)
+    (W.record_dir(cfg, "msf") / f"{W.run_id(cfg, 'msf')}.json").write_text(json.dumps({"status": "completed"}))
+    assert not msf.checkpoint_path(cfg).is_file()
+    E.run(workers=1)
+    assert calls == [W.run_id(E._compose(todo), "msf")]
+
+
 def test_a_lost_decoder_reruns_its_msf_only_when_ist_runs_remain(tmp_path, monkeypatch):
     import ipt.experiments as E
     from ipt import msf
