@@ -324,6 +324,12 @@ def test_three_stages_run_from_the_command_line_at_smoke(tmp_path):
     for module in ("prompt_tuning", "msf", "ist"):
         p = ipt_cli(module, *common, tmp_path=tmp_path)
         assert p.returncode == 0, p.stderr[-3000:]
+    # the scratch decoder gone (a new machine): IST with every run complete skips, it does not fail
+    decoders = list((tmp_path / "scratch").rglob("msf/*.safetensors"))
+    assert len(decoders) == 1
+    decoders[0].unlink()
+    p = ipt_cli("ist", *common, tmp_path=tmp_path)
+    assert p.returncode == 0 and "IST runs are complete" in p.stdout + p.stderr, p.stderr[-3000:]
     root = tmp_path / "records" / "ipt"
     pts = sorted((root / "prompt_tuning").glob("*.json"))
     assert len(pts) == 2 and len(list((root / "prompt_tuning").glob("*.safetensors"))) == 2
