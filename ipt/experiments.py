@@ -325,7 +325,7 @@ def _msf_complete(overrides: list[str]) -> bool:
     from ipt import workbench as W
 
     cfg = _compose(overrides)
-    return W.load_completed(W.record_dir(cfg, "msf") / f"{W.run_id(cfg, 'msf')}.json") is not None
+    return W.existing(cfg, "msf", W.run_id(cfg, "msf"))[1] is not None
 
 
 def _ensure_decoder(cfg: dict) -> None:

@@ -129,7 +129,7 @@ def stage(cfg: dict) -> None:
     split = resolve_split(cfg["split"], resolve_data_dir(cfg["data"]["dir"]),
                           ScorerConfig(**cfg["scorer"]).kind == "cosine")
     todo = jobs(cfg, split.train, split.test)
-    if all(W.existing(cfg, STAGE, ist_run_id(cfg, *reversed(j.split(":", 1))))[1] for j in todo):
+    if all(W.existing(cfg, STAGE, ist_run_id(cfg, task, role))[1] for role, task in (j.split(":", 1) for j in todo)):
         log.info("skipping: all %d IST runs are complete", len(todo))  # their decoder may be gone (scratch)
         return
     scorer, _ = W.build(cfg)
