@@ -413,6 +413,12 @@ class Steps:
         self.records_dir = (results_root / "records") if results_root else RECORDS_DIR
         self.out_dir = self.results_root / self.paper
 
+    @classmethod
+    def steps(cls) -> list[str]:
+        """The step names, in order: the keys of ``experiments`` that have a method (a key without one only names
+        an experiment file that a step runs, e.g. LST's second ablation task)."""
+        return [k for k in cls.experiments if callable(getattr(cls, k, None))]
+
     def sweep(self, step_or_experiment: str, **kw) -> Sweep:
         exp = self.experiments.get(step_or_experiment, step_or_experiment)
         return Sweep(exp, records_dir=self.records_dir, out_dir=self.results_root, jobs=self.jobs, smoke=self.smoke,
@@ -453,11 +459,12 @@ def driver_main(steps_cls: type[Steps], argv: list[str] | None, description: str
     import argparse
 
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("what", choices=[*steps_cls.experiments, "all"])
+    steps = steps_cls.steps()
+    ap.add_argument("what", choices=[*steps, "all"])
     a = _parse(ap, argv)
     plan = steps_cls(a.smoke, a.out, a.jobs)
     try:
-        for what in (list(steps_cls.experiments) if a.what == "all" else [a.what]):
+        for what in (steps if a.what == "all" else [a.what]):
             getattr(plan, what)()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
     python -m ladder_side.experiments glue       # LST on STS-B, CoLA (+ the other papers' rows)
     python -m ladder_side.experiments ablation   # gate / init / layer dropping / r, one factor at a time (STS-B, SST-2)
     python -m ladder_side.experiments cache      # cached vs uncached backbone (STS-B), at glue's lr
+    python -m ladder_side.experiments longer     # still-improving cells again at twice the epochs (they replace them)
     python -m ladder_side.experiments all --jobs 2
     python -m ladder_side.experiments all --smoke --out /tmp/lst   # smoke budget, first task: code paths only
 
@@ -24,8 +25,11 @@ OTHERS = (("common", "calibration"), ("lora", "lora_glue"), ("lora", "lora_glue_
 class Plan(sweep.Steps):
     paper = "ladder_side"
     experiments = {"glue": "lst_glue", "ablation": "lst_ablation", "ablation_sst2": "lst_ablation_sst2",
-                   "cache": "lst_cache"}
+                   "cache": "lst_cache", "longer": "lst_ft_long"}
     ABLATIONS = ("ablation", "ablation_sst2")  # the issue's two tasks: STS-B, then SST-2 with a cached backbone
+    # cells that had a still-improving run at their epoch cap, re-run at twice the epochs: experiment -> the table
+    # whose cells they replace (ladder_side.plots.with_longer)
+    LONGER = {"lst_ft_long": "glue", "lst_ablation_long": "ablation", "lst_ablation_sst2_long": "ablation"}
 
     def glue(self) -> pd.DataFrame:
         own = self.sweep("glue").run()
@@ -59,6 +63,25 @@ class Plan(sweep.Steps):
         df["backbone_cache_mb"] = [recs[i].get("method_stats", {}).get("backbone_cache_mb") if i in recs else None
                                    for i in df.run_id]
         self.write(df, "cache.csv")
+        return df
+
+    def longer(self) -> pd.DataFrame:
+        """The still-improving cells run again at twice the epochs (``LONGER``), with the table each replaces a
+        cell of (``replaces``), the runs' epoch caps and, as the cache step, their epochs' seconds."""
+        from common.aggregate import epoch_seconds, load_records
+
+        frames = []
+        for exp, table in self.LONGER.items():
+            sw = self.sweep(exp)
+            frames.append(sw.run().assign(replaces=table, source=f"{self.paper}/{sw.name}",
+                                          epochs=int(sw.base["trainer"]["epochs"])))
+        df = pd.concat(frames, ignore_index=True)
+        df["setting"] = df["setting"].fillna("")
+        recs = {r["run_id"]: r for s in df.source.unique() for r in load_records(self.records_dir / s)}
+        times = {i: epoch_seconds(r) for i, r in recs.items()}
+        df["epoch1_s"] = [times[i][0] if i in times else None for i in df.run_id]
+        df["later_epoch_s"] = [times[i][1] if i in times else None for i in df.run_id]
+        self.write(df, "longer.csv")
         return df
 
 

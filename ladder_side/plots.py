@@ -2,6 +2,9 @@
 
     python -m ladder_side.plots [folder]   # memory_accuracy.png, glue_table.md, ablation_table.md, cache_table.md, claims.md
 
+A cell re-run at more epochs (``longer.csv``: its shorter runs had a still-improving run) replaces the shorter
+runs in every table, and each table says which cells were run longer.
+
 Scores: median [min, max] over the reported seeds of the task's primary metric on the test split (GLUE: the
 official validation set); memory: ``common.memory``'s total for one training step (batch 32, the task's p99
 length), from ``memory.csv``.
@@ -43,6 +46,22 @@ def _method(df: pd.DataFrame) -> pd.Series:
 def _mem_key(method: str) -> str:
     """The memory row a score row uses: both adapter placements share the measured Pfeiffer adapter."""
     return "adapter" if method.startswith("adapter") else method
+
+
+def with_longer(df: pd.DataFrame, longer: pd.DataFrame | None, table: str) -> tuple[pd.DataFrame, str]:
+    """``df`` with every (task, method, setting) cell that ``longer`` re-ran for ``table`` replaced by the longer
+    runs, and a line naming them ("" when none)."""
+    if longer is None or longer.empty or table not in set(longer.replaces):
+        return df, ""
+    lg = longer[longer.replaces == table].assign(setting=lambda d: d.setting.fillna(""))
+    df = df.assign(setting=df["setting"].fillna("") if "setting" in df else "")
+    key = lambda d: list(zip(d.task, d.method, d.setting))  # noqa: E731
+    replaced = set(key(lg))
+    out = pd.concat([df[[k not in replaced for k in key(df)]], lg.drop(columns=["replaces"])], ignore_index=True)
+    cells = sorted({(t, m, st, int(e)) for t, m, st, e in zip(lg.task, lg.method, lg.setting, lg.epochs)})
+    names = "; ".join(f"{LABEL.get(m, m)}{' ' + st if st else ''} on {t} at {e} epochs" for t, m, st, e in cells)
+    return out, (f"Run longer (the cell's runs at the usual budget had one still improving at its cap; these runs "
+                 f"replace them): {names}.")
 
 
 def glue_summary(glue: pd.DataFrame) -> pd.DataFrame:
@@ -293,25 +312,32 @@ def cache_table(df: pd.DataFrame) -> str:
                                OPEN_NOTE])
 
 
+def _with_note(text: str, note: str) -> str:
+    return f"{text}\n\n{note}\n" if note else f"{text}\n"
+
+
 def main(out: Path = OUT) -> int:
     out.mkdir(parents=True, exist_ok=True)
     read = {n: pd.read_csv(out / f"{n}.csv") if (out / f"{n}.csv").is_file() else None
-            for n in ("glue", "memory", "ablation", "ablation_memory", "cache")}
+            for n in ("glue", "memory", "ablation", "ablation_memory", "cache", "longer")}
     done = []
     if read["glue"] is not None:
-        s = glue_summary(read["glue"])
-        (out / "glue_table.md").write_text(glue_table(s, read["memory"]) + "\n")
+        glue, note = with_longer(read["glue"], read["longer"], "glue")
+        s = glue_summary(glue)
+        (out / "glue_table.md").write_text(_with_note(glue_table(s, read["memory"]), note))
         done.append("glue_table.md")
         if read["memory"] is not None:
             memory_accuracy_figure(s, read["memory"], out / "memory_accuracy.png")
-            (out / "claims.md").write_text(memory_claim(s, read["memory"]) + "\n")
+            (out / "claims.md").write_text(_with_note(memory_claim(s, read["memory"]), note))
             done += ["memory_accuracy.png", "claims.md"]
     if read["ablation"] is not None:
-        (out / "ablation_table.md").write_text(setting_table(read["ablation"]) + "\n\n"
-                                               + ablation_claims(read["ablation"], read["ablation_memory"]) + "\n")
+        abl, note = with_longer(read["ablation"], read["longer"], "ablation")
+        (out / "ablation_table.md").write_text(_with_note(setting_table(abl) + "\n\n"
+                                                          + ablation_claims(abl, read["ablation_memory"]), note))
         done.append("ablation_table.md")
     if read["cache"] is not None:
-        (out / "cache_table.md").write_text(cache_table(read["cache"]) + "\n")
+        cache, note = with_longer(read["cache"], read["longer"], "glue")  # its FT row is the GLUE table's FT cell
+        (out / "cache_table.md").write_text(_with_note(cache_table(cache), note))
         done.append("cache_table.md")
     print(f"wrote {', '.join(done) or 'nothing (no CSVs yet)'} in {out}")
     return 0

@@ -158,3 +158,76 @@ def test_ablation_verdicts_are_per_task_and_side_by_side_across_tasks():
     assert across["method.init=random"].endswith("| differs by task |")
     assert across["method.gate=fixed"].endswith("| no consistent difference | no consistent difference | no consistent difference |")
     assert across["method.gate=sum"].endswith("| not run yet |")
+
+
+def test_a_cell_run_longer_replaces_the_shorter_runs_and_keeps_its_own_convergence_mark():
+    from ladder_side.plots import ablation_claims, with_longer
+
+    def rows(setting, vals, rising=False, **extra):
+        return [{"task": "stsb", "method": "lst", "seed": s, "split": "test", "metric": "pearson", "value": v,
+                 "still_improving": rising, "role": "report", "selected": True, "setting": setting, **extra}
+                for s, v in zip((2, 3, 4), vals)]
+
+    abl = pd.DataFrame(rows("method.gate=learned", [85.0] * 3) + rows("method.reduction_factor=4", [84.0] * 3, True)
+                       + rows("method.gate=fixed", [84.0] * 3))
+    longer = pd.DataFrame(rows("method.reduction_factor=4", [85.5, 86.0, 85.2], replaces="ablation", epochs=12)
+                          + [{**r, "task": "stsb", "method": "full_ft", "setting": None}
+                             for r in rows("", [87.0] * 3, replaces="glue", epochs=6)])
+    out, note = with_longer(abl, longer, "ablation")
+    assert len(out) == 9 and sorted(out[out.setting == "method.reduction_factor=4"].value) == [85.2, 85.5, 86.0]
+    assert (out[out.setting == "method.gate=fixed"].value == 84.0).all()  # other cells untouched
+    assert "LST method.reduction_factor=4 on stsb at 12 epochs" in note and "FT" not in note
+    r4 = next(line for line in ablation_claims(out).splitlines() if line.startswith("| method.reduction_factor=4"))
+    assert "+0.50, +1.00, +0.20" in r4 and r4.endswith("| descriptive |")  # the longer runs, no longer open
+    # a longer run that is itself still improving keeps its cell open
+    out, _ = with_longer(abl, longer.assign(still_improving=True), "ablation")
+    r4 = next(line for line in ablation_claims(out).splitlines() if line.startswith("| method.reduction_factor=4"))
+    assert r4.endswith("| no verdict (still improving) |")
+    assert with_longer(abl, None, "ablation") == (abl, "") and with_longer(abl, longer, "cache")[1] == ""
+
+
+@pytest.mark.parametrize("experiment,source,cells", [
+    ("lst_ft_long", "common/calibration", {("stsb", "full_ft", "")}),
+    ("lst_ablation_long", "ladder_side/ablation", {("stsb", "lst", "method.reduction_factor=4")}),
+    ("lst_ablation_sst2_long", "ladder_side/ablation_sst2",
+     {("sst2", "lst", "method.init=random"), ("sst2", "lst", "method.reduction_factor=16")})])
+def test_the_longer_runs_double_the_epochs_at_the_shorter_sweeps_lr(tmp_path, experiment, source, cells):
+    from common.sweep import Sweep, setting_label
+    from ladder_side.experiments import Plan
+
+    assert Plan.LONGER[experiment] in ("glue", "ablation")
+    sw = Sweep(experiment, records_dir=tmp_path, out_dir=tmp_path)
+    assert {(c.task, c.method, setting_label(c.setting)) for c in sw.cells} == cells and sw.seeds == [2, 3, 4]
+    short = Sweep(source.split("/")[1] if source.startswith("common") else f"lst_{source.split('/')[1]}")
+    cell = next(c for c in short.cells if c.task == sw.cells[0].task and c.method == sw.cells[0].method)
+    assert sw.base["trainer"]["epochs"] == 2 * short.cfg(cell, 2, 1e-3)["trainer"]["epochs"]
+    with pytest.raises(Exception, match=f"{source}_lr_choice.csv not found"):
+        sw.borrowed_choice()  # never tuned here: the shorter sweep's dev choice, or a clear error
+    (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"task": t, "method": m, "setting": "", "lr": 3e-4, "dev": 1.0, "grid": "", "extended": 0,
+                   "at_edge": ""} for t, m, _ in cells]).to_csv(tmp_path / f"{source}_lr_choice.csv", index=False)
+    assert set(sw.borrowed_choice().lr) == {3e-4}
+
+
+def test_the_driver_runs_only_steps_that_have_a_method():
+    from common import sweep
+
+    calls = []
+
+    class Two(sweep.Steps):
+        paper = "x"
+        experiments = {"a": "exp_a", "b_second_task": "exp_b", "c": "exp_c"}  # b: an experiment step a runs
+
+        def a(self):
+            calls.append("a")
+
+        def c(self):
+            calls.append("c")
+
+    assert Two.steps() == ["a", "c"]
+    assert sweep.driver_main(Two, ["all", "--jobs", "1"], "test") == 0 and calls == ["a", "c"]
+    with pytest.raises(SystemExit):
+        sweep.driver_main(Two, ["b_second_task"], "test")
+    from ladder_side.experiments import Plan
+
+    assert "ablation_sst2" not in Plan.steps() and Plan.steps()[-1] == "longer"
