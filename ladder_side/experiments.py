@@ -29,7 +29,8 @@ class Plan(sweep.Steps):
     ABLATIONS = ("ablation", "ablation_sst2")  # the two tasks: STS-B, then SST-2 with a cached backbone
     # cells that had a still-improving run at their epoch cap, re-run at twice the epochs: experiment -> the table
     # whose cells they replace (ladder_side.plots.with_longer)
-    LONGER = {"lst_ft_long": "glue", "lst_ablation_long": "ablation", "lst_ablation_sst2_long": "ablation"}
+    LONGER = {"lst_ft_long": "glue", "lst_ft_longer": "glue", "lst_ablation_long": "ablation",
+              "lst_ablation_sst2_long": "ablation"}
 
     def glue(self) -> pd.DataFrame:
         own = self.sweep("glue").run()

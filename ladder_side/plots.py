@@ -56,12 +56,21 @@ def with_longer(df: pd.DataFrame, longer: pd.DataFrame | None, table: str) -> tu
     lg = longer[longer.replaces == table].assign(setting=lambda d: d.setting.fillna(""))
     df = df.assign(setting=df["setting"].fillna("") if "setting" in df else "")
     key = lambda d: list(zip(d.task, d.method, d.setting))  # noqa: E731
+    # a cell run longer more than once (still improving at the first longer cap too) keeps its longest runs
+    most = lg.groupby(["task", "method", "setting"]).epochs.transform("max")
+    shorter = lg[lg.epochs < most].groupby(["task", "method", "setting"]).epochs.unique()
+    lg = lg[lg.epochs == most]
     replaced = set(key(lg))
     out = pd.concat([df[[k not in replaced for k in key(df)]], lg.drop(columns=["replaces"])], ignore_index=True)
     cells = sorted({(t, m, st, int(e)) for t, m, st, e in zip(lg.task, lg.method, lg.setting, lg.epochs)})
-    names = "; ".join(f"{LABEL.get(m, m)}{' ' + st if st else ''} on {t} at {e} epochs" for t, m, st, e in cells)
+
+    def name(t, m, st, e):
+        before = shorter.get((t, m, st))
+        also = f" (at {', '.join(str(int(x)) for x in sorted(before))} still improving too)" if before is not None else ""
+        return f"{LABEL.get(m, m)}{' ' + st if st else ''} on {t} at {e} epochs{also}"
+
     return out, (f"Run longer (the cell's runs at the usual budget had one still improving at its cap; these runs "
-                 f"replace them): {names}.")
+                 f"replace them): {'; '.join(name(*c) for c in cells)}.")
 
 
 def glue_summary(glue: pd.DataFrame) -> pd.DataFrame:
@@ -306,8 +315,8 @@ def cache_table(df: pd.DataFrame) -> str:
         d = (both["LST, cached backbone"] - both["LST"]).dropna()
         lines += ["", f"Cached − uncached test score, per seed: {', '.join(f'{v:+.2f}' for v in d)} points "
                   f"(seeds {', '.join(str(i) for i in d.index)})."]
-    return "\n".join(lines + ["", "Epoch times come from the runs' own histories, taken while other sweeps shared "
-                               "the two cores (FT's from the calibration sweep, in another session), so they are "
+    return "\n".join(lines + ["", "Epoch times come from the runs' own histories, taken in different sessions with "
+                               "other sweeps sharing the two cores or not (FT's from its own sweep), so they are "
                                "indicative; `results/bench/ladder_side.md` has the ratio measured in one run.", "",
                                OPEN_NOTE])
 

@@ -184,21 +184,27 @@ def test_a_cell_run_longer_replaces_the_shorter_runs_and_keeps_its_own_convergen
     r4 = next(line for line in ablation_claims(out).splitlines() if line.startswith("| method.reduction_factor=4"))
     assert r4.endswith("| no verdict (still improving) |")
     assert with_longer(abl, None, "ablation") == (abl, "") and with_longer(abl, longer, "cache")[1] == ""
+    # a cell run longer twice keeps its longest runs and says the shorter ones were still improving too
+    twice = pd.concat([longer, longer[longer.replaces == "glue"].assign(epochs=12, value=88.0)], ignore_index=True)
+    glue = pd.DataFrame(rows("", [86.0] * 3, True)).assign(method="full_ft")
+    out, note = with_longer(glue, twice, "glue")
+    assert list(out.value) == [88.0] * 3 and "FT on stsb at 12 epochs (at 6 still improving too)" in note
 
 
-@pytest.mark.parametrize("experiment,source,cells", [
-    ("lst_ft_long", "common/calibration", {("stsb", "full_ft", "")}),
-    ("lst_ablation_long", "ladder_side/ablation", {("stsb", "lst", "method.reduction_factor=4")}),
-    ("lst_ablation_sst2_long", "ladder_side/ablation_sst2",
+@pytest.mark.parametrize("experiment,shorter,source,cells", [
+    ("lst_ft_long", "calibration", "common/calibration", {("stsb", "full_ft", "")}),
+    ("lst_ft_longer", "lst_ft_long", "common/calibration", {("stsb", "full_ft", "")}),
+    ("lst_ablation_long", "lst_ablation", "ladder_side/ablation", {("stsb", "lst", "method.reduction_factor=4")}),
+    ("lst_ablation_sst2_long", "lst_ablation_sst2", "ladder_side/ablation_sst2",
      {("sst2", "lst", "method.init=random"), ("sst2", "lst", "method.reduction_factor=16")})])
-def test_the_longer_runs_double_the_epochs_at_the_shorter_sweeps_lr(tmp_path, experiment, source, cells):
+def test_the_longer_runs_double_the_epochs_at_the_shorter_sweeps_lr(tmp_path, experiment, shorter, source, cells):
     from common.sweep import Sweep, setting_label
     from ladder_side.experiments import Plan
 
     assert Plan.LONGER[experiment] in ("glue", "ablation")
     sw = Sweep(experiment, records_dir=tmp_path, out_dir=tmp_path)
     assert {(c.task, c.method, setting_label(c.setting)) for c in sw.cells} == cells and sw.seeds == [2, 3, 4]
-    short = Sweep(source.split("/")[1] if source.startswith("common") else f"lst_{source.split('/')[1]}")
+    short = Sweep(shorter)
     cell = next(c for c in short.cells if c.task == sw.cells[0].task and c.method == sw.cells[0].method)
     assert sw.base["trainer"]["epochs"] == 2 * short.cfg(cell, 2, 1e-3)["trainer"]["epochs"]
     with pytest.raises(Exception, match=f"{source}_lr_choice.csv not found"):
