@@ -89,8 +89,9 @@ def test_experiment_file_and_driver_agree(experiment):
     exactly the block), and the driver's runs are the block's tasks x methods x settings x seeds (+ the tuning
     grid at the tuning seed). A file without one is a single-run preset or a plain Hydra multirun."""
     raw = yaml.safe_load((REPO_ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
-    # the composed block: a file may inherit another experiment's and hold only its deltas
-    block = compose([f"experiment={experiment}"])["sweep"] if raw.get("sweep") else None
+    # the composed block: a file may inherit another experiment's (its `sweep:` included) and hold only its deltas
+    block = compose([f"experiment={experiment}"])["sweep"]
+    block = block if block.get("tasks") else None
     params = raw.get("hydra", {}).get("sweeper", {}).get("params")
     if not block:
         with pytest.raises(UserError, match="single-run preset"):
