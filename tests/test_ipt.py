@@ -462,6 +462,26 @@ def test_task_count_rule_pairs_the_fewest_and_most_training_tasks_on_the_same_un
     worse = pd.DataFrame([{**r, "score": r["score"] - (6.0 if r["split"] == "random" else 0.0)} for r in rows])
     assert "the rule does not hold" in tasks_trend(worse, means)
     assert tasks_trend(pd.DataFrame(rows[:6]), means) is None  # one split: nothing to compare
+    # a split whose run is still going (2 of its 6 tasks so far) is left out of the rule and the trend
+    going = pd.DataFrame(rows).assign(run_tasks=6)
+    going = going[(going.split != "random_60") | going.task.isin(["t0", "t1"])]
+    assert "(2 of 5 splits in so far)" in tasks_trend(going, means) and "over 2 splits" in tasks_trend(going, means)
+
+
+def test_task_count_table_marks_a_run_still_going():
+    import pandas as pd
+
+    from ipt.plots import tasks_table
+
+    means = pd.DataFrame([{"setting": "T_train(MSF)", "split": sp, "d_I": 5, "subspace": "learned", "seed": 2,
+                           "tasks": n, "rel": 95.0, "rel_cc": 60.0, "still_improving": False}
+                          for sp, n in (("random_20", 9), ("random_60", 35))]
+                         + [{"setting": "T_test(IST)", "split": sp, "d_I": 5, "subspace": "learned", "seed": 2,
+                             "tasks": n, "run_tasks": 10, "rel": rel, "rel_cc": 5.0, "still_improving": False}
+                            for sp, n, rel in (("random_20", 10, 85.0), ("random_60", 3, 103.0))])
+    t = tasks_table(means).set_index("split")
+    assert t.loc["random_20", "learned: relative %"] == "85.0"
+    assert t.loc["random_60", "learned: relative %"] == "103.0 (3 of 10 tasks)"
 
 
 def test_evidence_tables_count_our_training_tasks_and_mark_rising_runs():
