@@ -296,6 +296,12 @@ def _seed_cell(g: pd.DataFrame, col: str) -> str:
     return mark(_cell(g[col]), g.still_improving.any()) if len(g) else "—"
 
 
+def _running_note(g: pd.DataFrame) -> str:
+    """" (k of N tasks)" where a run of ``g`` has fewer tasks than ``expected`` (it is still going), else ""."""
+    short = g[g.tasks < g.expected]
+    return f" ({int(short.tasks.min())} of {int(short.expected.max())} tasks)" if len(short) else ""
+
+
 def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
     """Relative performance (``col``) by d_I on the random split: a row per (setting, subspace), mean
     [min, max] over seeds, the paper's d_I 5 / 250 numbers beside."""
@@ -307,9 +313,7 @@ def dim_table(means: pd.DataFrame, col: str = "rel") -> pd.DataFrame:
         row = {"setting": setting, "subspace": sub}
         for d in dims:
             gd = g[g.d_I == d]
-            short = gd[gd.tasks < gd.expected]
-            row[f"d_I {d}"] = _seed_cell(gd, col) + \
-                (f" ({int(short.tasks.min())} of {int(short.expected.max())} tasks)" if len(short) else "")
+            row[f"d_I {d}"] = _seed_cell(gd, col) + _running_note(gd)
         if col == "rel" and "rel_zs" in g:  # the same tasks scored with no prompt: the ratio's floor
             row["zero-shot / PT"] = f"{g[g.tasks >= g.expected].rel_zs.mean():.1f}"
         if sub == "learned":
@@ -379,10 +383,8 @@ def tasks_table(means: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
         row = {"split": sp, "paper's training tasks": PAPER_N_TRAIN[sp], "ours (with options)": n_train[sp]}
         for sub in ("learned", "random"):
             gs = g[g.subspace == sub]
-            short = gs[gs.tasks < gs.expected]
-            note = f" ({int(short.tasks.min())} of {int(short.expected.max())} tasks)" if len(short) else ""
-            row[f"{sub}: relative %"] = _seed_cell(gs, "rel") + note
-            row[f"{sub}: chance-corrected %"] = _seed_cell(gs, "rel_cc") + note
+            row[f"{sub}: relative %"] = _seed_cell(gs, "rel") + _running_note(gs)
+            row[f"{sub}: chance-corrected %"] = _seed_cell(gs, "rel_cc") + _running_note(gs)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -53,14 +53,8 @@ class Plan(sweep.Steps):
     def cache(self) -> pd.DataFrame:
         """Cached vs uncached LST beside FT (the calibration runs), each run with its first and later epochs'
         seconds (from its record's history) and, cached, the backbone cache's size."""
-        from common.aggregate import epoch_seconds, load_records
-
         df = self.with_ft(self.sweep("cache").run(), "cache")
-        recs = {r["run_id"]: r for folder in ("ladder_side/cache", "common/calibration")
-                for r in load_records(self.records_dir / folder)}
-        times = {i: epoch_seconds(r) for i, r in recs.items()}
-        df["epoch1_s"] = [times[i][0] if i in times else None for i in df.run_id]
-        df["later_epoch_s"] = [times[i][1] if i in times else None for i in df.run_id]
+        recs = self._with_epoch_seconds(df)
         df["backbone_cache_mb"] = [recs[i].get("method_stats", {}).get("backbone_cache_mb") if i in recs else None
                                    for i in df.run_id]
         self.write(df, "cache.csv")
@@ -69,8 +63,6 @@ class Plan(sweep.Steps):
     def longer(self) -> pd.DataFrame:
         """The still-improving cells run again at twice the epochs (``LONGER``), with the table each replaces a
         cell of (``replaces``), the runs' epoch caps and, as the cache step, their epochs' seconds."""
-        from common.aggregate import epoch_seconds, load_records
-
         frames = []
         for exp, table in self.LONGER.items():
             sw = self.sweep(exp)
@@ -78,12 +70,20 @@ class Plan(sweep.Steps):
                                           epochs=int(sw.base["trainer"]["epochs"])))
         df = pd.concat(frames, ignore_index=True)
         df["setting"] = df["setting"].fillna("")
-        recs = {r["run_id"]: r for s in df.source.unique() for r in load_records(self.records_dir / s)}
-        times = {i: epoch_seconds(r) for i, r in recs.items()}
-        df["epoch1_s"] = [times[i][0] if i in times else None for i in df.run_id]
-        df["later_epoch_s"] = [times[i][1] if i in times else None for i in df.run_id]
+        self._with_epoch_seconds(df)
         self.write(df, "longer.csv")
         return df
+
+    def _with_epoch_seconds(self, df: pd.DataFrame) -> dict:
+        """Adds each run's first and later epochs' seconds (from its record's history) to ``df`` in place; returns
+        the records of ``df``'s ``source`` folders by run id."""
+        from common.aggregate import epoch_seconds, load_records
+
+        recs = {r["run_id"]: r for s in df.source.unique() for r in load_records(self.records_dir / s)}
+        times = {i: epoch_seconds(recs[i]) for i in df.run_id if i in recs}
+        df["epoch1_s"] = [times[i][0] if i in times else None for i in df.run_id]
+        df["later_epoch_s"] = [times[i][1] if i in times else None for i in df.run_id]
+        return recs
 
 
 def main(argv: list[str] | None = None) -> int:
