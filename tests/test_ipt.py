@@ -771,3 +771,42 @@ def test_tasks_figure_points_use_the_seeds_every_split_has():
     assert p[p.split == "random"].rel.item() == 82.0  # seed 2 only: seeds 3 and 4 have no random_20 run
     alone = tasks_points(pd.DataFrame(rows[:3]))
     assert sorted(alone.seed) == [2, 3, 4]  # one split: all its seeds
+
+
+def test_cls_noncls_table_shares_one_task_set_and_its_rule_waits_for_complete_runs():
+    import pandas as pd
+
+    from common.plots import OPEN
+    from ipt.plots import cls_rule, cls_table, cls_text
+
+    tasks = [f"t{i}" for i in range(6)]
+    base = {"d_I": 5, "pt": 60.0, "zero_shot": 50.0, "rel_zs": 83.3, "still_improving": False, "run_tasks": 6.0}
+    rows = [{**base, "setting": "T_train(MSF)", "split": sp, "task": f"{sp}{i}", "subspace": "learned", "seed": 2,
+             "score": 55.0, "run_id": f"msf-{sp}"} for sp, n in (("cls", 3), ("noncls", 4)) for i in range(n)]
+    rows += [{**base, "setting": "T_test(MSF)", "split": sp, "task": t, "subspace": "learned", "seed": 2, "score": 50.0,
+              "run_id": f"msf-{sp}"} for sp in ("cls", "noncls") for t in tasks]
+    for i, t in enumerate(tasks):  # in-type above cross-type on every task, by different amounts
+        rows.append({**base, "setting": "T_test(IST)", "split": "cls", "task": t, "subspace": "learned", "seed": 2,
+                     "score": 55.0 + i, "run_id": f"cls-{t}"})
+        rows.append({**base, "setting": "T_test(IST)", "split": "noncls", "task": t, "subspace": "learned", "seed": 2,
+                     "score": 50.0, "run_id": f"noncls-{t}"})
+        # the random subspace reads no training task: half its runs were made under the random split, and that
+        # split's seed 3 (no cls / noncls run has it) must stay out
+        for sp, seed in (("random" if i < 3 else "cls", 2), ("random", 3)):
+            rows.append({**base, "setting": "T_test(IST)", "split": sp, "task": t, "subspace": "random", "seed": seed,
+                         "score": 40.0, "run_id": f"rand-{t}-{seed}"})
+    rel = pd.DataFrame(rows).assign(rel=lambda x: 100 * x.score / x.pt)
+    t = cls_table(rel).set_index("transfer")
+    assert t.loc["in-type", "subspace from (training tasks)"] == "cls (3)" and t.loc["cross-type", "test tasks"] == "6 of 6"
+    r = t[t.subspace == "random"].iloc[0]
+    assert r["test tasks"] == "6 of 6" and r["seeds"] == 1 and r["mean score"] == 40.0
+    assert t.loc["in-type", "chance-corrected %"] == "75.0"  # sum(score − 50) / sum(60 − 50) over 6 tasks
+    assert "+7.5 points, higher on 6 of 6 pairs" in cls_rule(rel) and "the rule holds" in cls_rule(rel)
+    flipped = rel.assign(split=rel.split.map({"cls": "noncls", "noncls": "cls"}).fillna(rel.split))
+    assert "the rule does not hold" in cls_rule(flipped)
+    going = rel[~((rel.split == "noncls") & (rel.setting == "T_test(IST)") & rel.task.isin(["t4", "t5"]))]
+    assert cls_rule(going) is None and "no verdict until" in cls_text(going)
+    assert cls_table(going).set_index("transfer").loc["cross-type", "test tasks"] == "4 of 6"
+    rising = rel.assign(still_improving=(rel.split == "cls") & (rel.task == "t0"))
+    assert "no verdict (a run still improving)" in cls_rule(rising) and OPEN in cls_text(rising)
+    assert cls_text(rel[rel.setting != "T_test(IST)"]).startswith("(no IST run")
