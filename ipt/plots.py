@@ -558,7 +558,10 @@ def claims_text(pt: pd.DataFrame, means: pd.DataFrame | None, chosen: dict | Non
                     "what v adds over no prompt at all:", "", markdown(paired), ""]
         t = tasks_table(means)
         if len(t):
-            out += [f"(c) Unseen tasks (T_test(IST), d_I {HEADLINE_D}) by the number of training tasks:", "", markdown(t), ""]
+            out += [f"(c) Unseen tasks (T_test(IST), d_I {HEADLINE_D}) by the number of training tasks:", "", markdown(t), "",
+                    "The random subspace reads no training task and every task-count split has the same unseen tasks, "
+                    "so its runs are made once (the run id has no split) and show in the row of the split that made "
+                    "them; a — in the other rows means the same runs, not missing ones.", ""]
         if trend:
             out += [trend, ""]
         out.append(OPEN_NOTE)
