@@ -73,6 +73,19 @@ OPEN_NOTE = (f"{OPEN} = at least one run of the cell was still improving: its be
              "(no verdict is drawn from such a cell).")
 
 
+def ft_longer_note(df: pd.DataFrame) -> str:
+    """A line naming the FT cells whose reported runs are a longer re-run of the calibration's
+    (``common.sweep.Steps.longest_ft``), "" when none."""
+    if "source" not in df:
+        return ""
+    ft = df[df.method.isin(["ft", "full_ft"]) & (df.role == "report") & (df.source != "common/calibration")]
+    cells = sorted({(t, s) for t, s in zip(ft.task, ft.source)})
+    if not cells:
+        return ""
+    return ("FT " + "; ".join(f"on {t}: the runs of {s}" for t, s in cells) + " (the calibration's cell had a run "
+            "still improving at its cap, so it was re-run longer; the longest runs replace it).")
+
+
 def mark(value: str, still_improving) -> str:
     return f"{value}{OPEN}" if bool(still_improving) else value
 

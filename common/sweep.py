@@ -435,11 +435,37 @@ class Steps:
 
     def with_ft(self, df: pd.DataFrame, experiment: str) -> pd.DataFrame:
         """``df`` plus the calibration sweep's full fine-tuning runs on the same tasks (the FT row of the
-        papers' tables: the same configs, run once). Runs whatever of them is missing."""
+        papers' tables: the same configs, run once), each cell at its longest runs (``longest_ft``). Runs
+        whatever of the calibration is missing."""
         tasks = list(dict.fromkeys(df.task))
-        ft = self.sweep("calibration", only_tasks=tasks).run()
-        return pd.concat([ft.assign(source="common/calibration"), df.assign(source=f"{self.paper}/{experiment}")],
-                         ignore_index=True)
+        ft = self.sweep("calibration", only_tasks=tasks).run().assign(source="common/calibration")
+        return pd.concat([self.longest_ft(ft), df.assign(source=f"{self.paper}/{experiment}")], ignore_index=True)
+
+    def longest_ft(self, ft: pd.DataFrame) -> pd.DataFrame:
+        """``ft`` (calibration runs) with every cell that an ``FT_LONGER`` sweep completed on all its seeds replaced
+        by those runs, the longest such sweep winning; ``source`` says whose runs a row is. Only reads records:
+        the longer sweeps run in their own step (``python -m ladder_side.experiments longer``)."""
+        for exp in FT_LONGER:
+            try:
+                sw = self.sweep(exp, only_tasks=[t for t in dict.fromkeys(ft.task)
+                                                 if t in compose([f"experiment={exp}"])["sweep"]["tasks"]])
+                lg = sw.collect()
+            except UserError:  # no such task in the sweep, or none of its runs done (here or in this results root)
+                continue
+            lg = lg[lg.role == "report"]
+            done = lg.groupby(["task", "method"]).seed.nunique()
+            cells = {c for c, n in done.items() if n == len(sw.seeds)}  # a cell half re-run keeps its shorter runs
+            if cells:
+                # the reported runs are replaced; the calibration's lr-tuning runs stay (the lr was chosen there)
+                keep = [c not in cells or role != "report" for c, role in zip(zip(ft.task, ft.method), ft.role)]
+                new = lg[[c in cells for c in zip(lg.task, lg.method)]].assign(source=f"{sw.paper}/{sw.name}")
+                ft = pd.concat([ft[keep], new], ignore_index=True)
+        return ft
+
+
+# The calibration's FT cells that were re-run longer because a run was still improving at the calibration's cap
+# (experiment files, shorter first): every paper's FT row reports a cell's longest runs (Steps.longest_ft)
+FT_LONGER = ("lst_ft_long", "lst_ft_longer")
 
 
 def _parse(ap, argv: list[str] | None):

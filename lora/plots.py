@@ -13,7 +13,15 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
-from common.plots import OPEN_NOTE, cell, mark, mpl, seed_summary, write_bench_table
+from common.plots import (
+    OPEN_NOTE,
+    cell,
+    ft_longer_note,
+    mark,
+    mpl,
+    seed_summary,
+    write_bench_table,
+)
 from common.plots import selected_runs as _selected
 from common.tasks import get_task
 
@@ -61,7 +69,8 @@ def glue_table(df: pd.DataFrame) -> str:
         share = f"{int(p.trainable_params):,} ({100 * p.trainable_params / p.total_params:.2f}%)"
         lines.append(f"| {LABELS.get(m, m)} | {share} | {paper.GLUE_PARAMS.get(_paper_key(m), '—')} | "
                      + " | ".join(cells) + f" | {mean} |")
-    return "\n".join(lines)
+    note = ft_longer_note(df)
+    return "\n".join(lines) + (f"\n\n{note}" if note else "")
 
 
 def ablation_figure(df: pd.DataFrame, path: Path) -> None:
@@ -160,7 +169,8 @@ def claim_evidence(glue: pd.DataFrame | None, ablation: pd.DataFrame | None, sub
                 fl = f.loc[task]
                 out.append(f"| {task} | {mark(f'{r.ft:.1f}', fl.ft)} | {mark(f'{r.lora:.1f}', fl.lora)} | "
                            f"{mark(f'{r.lora - r.ft:+.1f}', fl.ft or fl.lora)} |")
-        out.append("")
+        note = ft_longer_note(g)
+        out += ["", note, ""] if note else [""]
     if ablation is not None:
         ablation = _selected(ablation)
         s = seed_summary(ablation, ["task", "weights", "r"])

@@ -13,11 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from common.paths import RESULTS_DIR
+from common.plots import (
+    OPEN_NOTE,
+    ft_longer_note,
+    mark,
+    seed_summary,
+    write_bench_table,
+)
 from common.plots import cell as _cell
-from common.plots import selected_runs as _selected
-from common.plots import write_bench_table
 from common.plots import mpl as _plt
-from common.plots import OPEN_NOTE, mark, seed_summary
+from common.plots import selected_runs as _selected
 from common.tasks import get_task
 
 from . import paper
@@ -46,7 +51,8 @@ def main_table(df: pd.DataFrame) -> str:
         rob = (" / ".join(f"{v:g}" for v in ref["RoBERTa-large"]) if "RoBERTa-large" in ref
                else (f"— / — / {only['RoBERTa-large']:g}" if "RoBERTa-large" in only else "—"))
         lines.append(f"| {task} ({get_task(task).primary_metric}) | {' | '.join(cells)} | {share} | {bert} | {rob} |")
-    return "\n".join(lines)
+    note = ft_longer_note(df)
+    return "\n".join(lines) + (f"\n\n{note}" if note else "")
 
 
 def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, reparam: pd.DataFrame | None) -> str:
@@ -69,7 +75,8 @@ def claim_evidence(main: pd.DataFrame | None, depth: pd.DataFrame | None, repara
             out.append(f"| {task} | {num(r.ft, fl.ft, '.1f')} | {num(r.pt, fl.pt, '.1f')} | "
                        f"{num(r.pt2, fl.pt2, '.1f')} | {num(r.pt2 - r.pt, fl.pt2 or fl.pt, '+.1f')} | "
                        f"{num(r.pt2 - r.ft, fl.pt2 or fl.ft, '+.1f')} |")
-        out.append("")
+        note = ft_longer_note(_selected(main))
+        out += ["", note, ""] if note else [""]
     if depth is not None:
         summ = seed_summary(_selected(depth), ["task", "order", "n_layers"])
         s = summ.pivot(index=["task", "n_layers"], columns="order", values="median")

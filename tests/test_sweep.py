@@ -252,3 +252,41 @@ def test_plan_prices_cached_lst_epochs_after_the_first_at_the_benchmarked_side_o
     assert plain["train_examples"] == cached["train_examples"]  # the same steps, cheaper ones
     saved = plain["predicted_s"] - cached["predicted_s"]
     assert 0 < saved < (1 - f) * 3 / 4 * plain["predicted_s"]  # at most 3 of 4 epochs' training, at (1 - f)
+
+
+def test_ft_row_reports_a_calibration_cell_at_its_longest_complete_re_run(tmp_path, monkeypatch):
+    import common.sweep as S
+    from common.plots import ft_longer_note
+
+    class Plan(S.Steps):
+        paper = "lora"
+
+    plan = Plan(False, tmp_path, 1)
+    cal = plan.sweep("calibration", only_tasks=["stsb"])
+    monkeypatch.setattr(S, "run_all", fake_records(cal, lambda lr: -abs(math.log(lr / 1e-4))))
+    cal.partial = False
+    cal.run()  # writes the lr choice the longer sweeps borrow (lr_from: common/calibration)
+    ours = pd.DataFrame({"task": ["stsb"], "method": ["lora"]})
+
+    def sources():
+        df = plan.with_ft(ours, "x")
+        return dict(df[(df.method == "full_ft")].groupby("role").source.unique().map(sorted))
+
+    assert sources() == {"tune": ["common/calibration"], "report": ["common/calibration"]}
+
+    def rerun(exp, seeds):  # the longer sweep's reported runs, at the calibration's lr, for some seeds only
+        sw = plan.sweep(exp, only_tasks=["stsb"])
+        fake_records(sw, lambda lr: 0.0)([cfg for _, cfg in sw.report_cfgs(sw.chosen(sw.tune(run=False)))
+                                          if cfg["seed"] in seeds], 1)
+
+    rerun("lst_ft_long", {2, 3})  # a cell re-run on 2 of its 3 seeds keeps the calibration's runs
+    assert sources()["report"] == ["common/calibration"]
+    rerun("lst_ft_long", {4})
+    assert sources() == {"tune": ["common/calibration"], "report": ["ladder_side/ft_long"]}
+    rerun("lst_ft_longer", {2, 3, 4})  # the longest complete re-run wins; the lr-tuning runs stay
+    df = plan.with_ft(ours, "x")
+    ft = df[df.method == "full_ft"]
+    assert set(ft[ft.role == "report"].source) == {"ladder_side/ft_longer"} and set(ft[ft.role == "report"].seed) == {2, 3, 4}
+    assert set(ft[ft.role == "tune"].source) == {"common/calibration"}
+    assert "on stsb: the runs of ladder_side/ft_longer" in ft_longer_note(df)
+    assert ft_longer_note(df[df.source == "common/calibration"]) == ""
