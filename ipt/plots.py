@@ -129,6 +129,23 @@ def relative(scores: pd.DataFrame, pt: pd.DataFrame, prompt_seed: int = PROMPT_S
     return out
 
 
+def _cc(g: pd.DataFrame) -> float:
+    """Chance-corrected recovery of per-task rows: sum(score − zero-shot) / sum(PT − zero-shot) over the tasks where
+    PT beats zero-shot (a per-task ratio explodes on tasks where PT clears the floor by a fraction of a point, and at
+    `small` many do); NaN where PT beats zero-shot on none."""
+    up = g[g.pt > g.zero_shot]
+    return 100 * (up.score - up.zero_shot).sum() / (up.pt - up.zero_shot).sum() if len(up) else np.nan
+
+
+def complete_rows(m: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The per-task rows of the runs (grouped by ``keys``) that have every task of their invocation (its records'
+    ``run_tasks``): a run still going would compare a different task set."""
+    if "run_tasks" not in m:
+        return m
+    done = m.groupby(keys).task.transform("nunique")
+    return m[done >= pd.to_numeric(m.run_tasks).fillna(0)]
+
+
 def run_means(rel: pd.DataFrame) -> pd.DataFrame:
     """Per run (setting, split, d_I, subspace, seed): mean relative performance over its tasks, the
     chance-corrected one as sum(score - zero-shot) / sum(PT - zero-shot) over the tasks where PT beats zero-shot,
@@ -136,11 +153,7 @@ def run_means(rel: pd.DataFrame) -> pd.DataFrame:
     score / PT (``rel_zs``: what ``rel`` is with no prompt at all)."""
     keys = ["setting", "split", "d_I", "subspace", "seed"]
     g = rel.groupby(keys)
-    # chance-corrected as a ratio of sums over the tasks where PT beats zero-shot: a per-task ratio explodes on
-    # tasks where PT clears the floor by a fraction of a point, and at `small` many do
-    up = rel[rel.pt > rel.zero_shot]
-    gu = up.assign(gain=up.score - up.zero_shot, room=up.pt - up.zero_shot).groupby(keys)
-    return pd.DataFrame({"rel": g.rel.mean(), "rel_zs": g.rel_zs.mean(), "rel_cc": 100 * gu.gain.sum() / gu.room.sum(),
+    return pd.DataFrame({"rel": g.rel.mean(), "rel_zs": g.rel_zs.mean(), "rel_cc": g.apply(_cc, include_groups=False),
                          "pt_minus_zero_shot": g.apply(lambda x: (x.pt - x.zero_shot).mean(), include_groups=False),
                          "tasks": g.task.nunique(), "still_improving": g.still_improving.any(),
                          **({"run_tasks": g.run_tasks.max()} if "run_tasks" in rel else {}),
@@ -267,11 +280,9 @@ def tasks_figure(means: pd.DataFrame, path: Path, d: int = HEADLINE_D) -> None:
     plt.close(fig)
 
 
-def _cc(g: pd.DataFrame) -> float:
-    """Chance-corrected recovery of per-task rows, as ``run_means``: sum(score − zero-shot) / sum(PT − zero-shot)
-    over the tasks where PT beats zero-shot."""
-    up = g[g.pt > g.zero_shot]
-    return 100 * (up.score - up.zero_shot).sum() / (up.pt - up.zero_shot).sum() if len(up) else np.nan
+def _cls_msf(rel: pd.DataFrame) -> pd.DataFrame:
+    """The cls / noncls MSF runs' rows on their unseen tasks (both splits test on the cls split's test tasks)."""
+    return rel[(rel.setting == "T_test(MSF)") & rel.split.isin(["cls", "noncls"])]
 
 
 def cls_table(rel: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
@@ -279,7 +290,7 @@ def cls_table(rel: pd.DataFrame, d: int = HEADLINE_D) -> pd.DataFrame:
     tasks (in-type) or on the noncls split's (cross-type); both splits test on the same cls tasks, so the rows
     share one task set. The random subspace reads no training task: its row pools the runs on these tasks under
     whichever split ran them (the same run id). A row says how many of the tasks it has so far."""
-    msf = rel[(rel.setting == "T_test(MSF)") & rel.split.isin(["cls", "noncls"])]
+    msf = _cls_msf(rel)
     tasks = set(msf.task)  # the cls test tasks
     # the seeds of the cls / noncls MSF runs: the random split's other seeds would mix in more runs on 3 of the tasks
     m = rel[(rel.setting == "T_test(IST)") & (rel.d_I == d) & rel.task.isin(tasks) & rel.seed.isin(set(msf.seed))]
@@ -305,10 +316,11 @@ def cls_rule(rel: pd.DataFrame, d: int = HEADLINE_D) -> str | None:
     """The cls/non-cls rule, fixed before its IST runs: on the unseen cls tasks (T_test(IST), learned, ``d``) the
     in-type subspace (MSF on cls tasks) beats the cross-type one (MSF on non-cls tasks), paired by (task, seed), at
     two-sided Wilcoxon p < P_LEVEL. None until both runs are complete."""
-    m = rel[(rel.setting == "T_test(IST)") & (rel.d_I == d) & (rel.subspace == "learned")]
+    m = complete_rows(rel[(rel.setting == "T_test(IST)") & (rel.d_I == d) & (rel.subspace == "learned")],
+                      ["split", "seed"])
     runs = [m[m.split == sp] for sp in ("cls", "noncls")]
-    if any(r.empty or r.task.nunique() < pd.to_numeric(r.run_tasks).fillna(0).max() for r in runs):
-        return None  # a run still going would compare different task sets
+    if any(r.empty for r in runs):
+        return None
     a, b = _paired(*runs)
     diff = a.score - b.score
     p, holds = _beats(diff)
@@ -325,7 +337,7 @@ def cls_text(rel: pd.DataFrame, d: int = HEADLINE_D) -> str:
     if t.empty:
         return f"(no IST run on the cls split's test tasks at d_I {d} yet)\n"
     rule = cls_rule(rel, d) or "cls/non-cls rule: no verdict until both learned-subspace runs are complete."
-    floor = rel[(rel.setting == "T_test(MSF)") & rel.split.isin(["cls", "noncls"])].drop_duplicates("task")
+    floor = _cls_msf(rel).drop_duplicates("task")
     ref = (f"On these {len(floor)} tasks PT's mean test score is {floor.pt.mean():.1f} and the zero-shot scorer's "
            f"{floor.zero_shot.mean():.1f}; PT beats zero-shot on {int((floor.pt > floor.zero_shot).sum())} of them.")
     still = any(OPEN in str(v) for v in t["relative %"])
@@ -475,9 +487,7 @@ def tasks_trend(rel: pd.DataFrame, means: pd.DataFrame, d: int = HEADLINE_D) -> 
 
     n_train = n_train_tasks(means)
     m = rel[(rel.setting == "T_test(IST)") & (rel.d_I == d) & (rel.subspace == "learned") & rel.split.isin(n_train)]
-    if "run_tasks" in m:  # a run still going (fewer tasks than its invocation has) is left out until complete
-        done = m.groupby(["split", "seed"]).task.transform("nunique")
-        m = m[done >= pd.to_numeric(m.run_tasks).fillna(0)]
+    m = complete_rows(m, ["split", "seed"])  # a run still going is left out until complete
     splits = sorted(m.split.unique(), key=n_train.get)
     if len(splits) < 2:
         return None

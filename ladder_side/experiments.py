@@ -51,7 +51,7 @@ class Plan(sweep.Steps):
         return df
 
     def cache(self) -> pd.DataFrame:
-        """Cached vs uncached LST beside FT (the calibration runs), each run with its first and later epochs'
+        """Cached vs uncached LST beside FT (the calibration cell at its longest runs, ``with_ft``), each run with its first and later epochs'
         seconds (from its record's history) and, cached, the backbone cache's size."""
         df = self.with_ft(self.sweep("cache").run(), "cache")
         recs = self._with_epoch_seconds(df)
