@@ -246,6 +246,10 @@ def overview(root: Path = RESULTS_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException
+
+    from .sweep import hydra_message
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("overrides", nargs="*", help="experiment=<name> and any Hydra overrides")
     ap.add_argument("--overview", action="store_true",
@@ -266,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         df, title = plan_frame(a.overrides, a.jobs)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except HydraException as e:  # an unknown experiment or a bad override
+        print(f"error: {hydra_message(e)}", file=sys.stderr)
         return 2
     text = summary(df, title, a.jobs)
     if a.runs:

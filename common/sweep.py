@@ -12,7 +12,10 @@ most ``sweep.max_extend`` times, recorded). The reported seeds then run at the c
 Outputs in ``results/<paper>/``: ``<experiment>.csv`` (long format, every run of the sweep with
 ``selected``, ``role`` = tune | report, ``setting`` and ``still_improving``) and
 ``<experiment>_lr_choice.csv`` (per cell: chosen lr, its dev score, the grid tried, whether it is still
-at an edge).
+at an edge). A sweep that a paper's step of the same name gathers (``ptv2_main`` is ``python -m
+ptuning_v2.experiments main``, which adds FT rows to ``main.csv``) runs through that step, so the CSV has one
+meaning whichever command wrote it. With Hydra overrides the runs are recorded and no CSV is written (the
+committed ones hold the files' sweeps).
 """
 from __future__ import annotations
 
@@ -139,7 +142,7 @@ class Sweep:
 
     def __init__(self, experiment: str, records_dir: Path | None = None, out_dir: Path | None = None,
                  jobs: int = 2, smoke: bool = False, extra: tuple[str, ...] = (),
-                 only_tasks: list[str] | None = None):
+                 only_tasks: list[str] | None = None, write: bool = True):
         from .paths import RECORDS_DIR, RESULTS_DIR
 
         self.experiment, self.jobs, self.smoke = experiment, jobs, smoke
@@ -168,6 +171,7 @@ class Sweep:
                 raise UserError(f"experiment={experiment}: each sweep.setting_lr_grid item is {{match: {{key: value}}, "
                                 f"grid: [at least 4 log-spaced lrs]}}, got {dict(item)}")
         self.partial = only_tasks is not None  # a subset (another sweep needs its runs) never writes the CSVs
+        self.writes = write and not self.partial
         if self.partial:
             tasks = list(only_tasks)
             unknown = sorted(set(tasks) - set(s["tasks"]))
@@ -278,7 +282,7 @@ class Sweep:
                          "dev": scores[best], "grid": " ".join(f"{x:g}" for x in grids[c.key]),
                          "extended": extended[c.key], "at_edge": edge or ""})
         df = pd.DataFrame(rows, columns=CHOICE_COLUMNS)
-        if run and cells and not self.partial:
+        if run and cells and self.writes:
             write_frame(df, self.choice_path())
         borrowed = self.borrowed_choice()
         return pd.concat([df, borrowed], ignore_index=True) if len(borrowed) else df
@@ -390,7 +394,7 @@ class Sweep:
         df["role"] = [meta[i][1] for i in df.run_id]
         df["selected"] = [abs(lr - meta[i][2]) <= 1e-9 * lr
                           for i, lr in zip(df.run_id, df["lr"])]
-        if not self.partial:
+        if self.writes:
             write_frame(df, self.out_dir / f"{self.name}.csv")
         return df
 
@@ -400,7 +404,8 @@ CHOICE_COLUMNS = ["task", "method", "setting", "lr", "dev", "grid", "extended", 
 
 class Steps:
     """A paper's experiments: named steps, each an experiment file's sweep (+ the paper's extra columns).
-    Subclasses set ``paper`` and ``experiments`` (step -> experiment file) and define one method per step."""
+    Subclasses set ``paper`` and ``experiments`` (step -> experiment file) and define one method per step; a step
+    writes ``results/<paper>/<step>.csv`` (``owning_step`` relies on it)."""
 
     paper = ""
     experiments: dict[str, str] = {}
@@ -468,6 +473,27 @@ class Steps:
 FT_LONGER = ("lst_ft_long", "lst_ft_longer")
 
 
+def owning_step(experiment: str) -> tuple[type[Steps], str] | None:
+    """The paper step that writes this sweep's CSV name, as ``(Steps subclass, step)``, or None: a step named as
+    the experiment file's ``experiment:`` key that gathers this file (e.g. ``ptv2_main`` -> ptuning_v2's ``main``)."""
+    import importlib
+
+    base = compose([f"experiment={experiment}"])
+    module = f"{base['paper']}.experiments"
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:  # the module exists but an import inside it fails: not ours to hide
+            raise
+        return None
+    step = base["experiment"]
+    for cls in vars(mod).values():
+        if (isinstance(cls, type) and issubclass(cls, Steps) and cls.paper == base["paper"]
+                and step in cls.steps() and cls.experiments[step] == experiment):
+            return cls, step
+    return None
+
+
 def _parse(ap, argv: list[str] | None):
     """The options every sweep command shares (``--jobs``, ``--smoke``, ``--out``), parsed and checked."""
     ap.add_argument("--jobs", type=int, default=2)
@@ -502,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m common.sweep experiment=<name> [overrides] [--jobs N] [--smoke --out DIR]``."""
     import argparse
 
+    from hydra.errors import HydraException
+
     ap = argparse.ArgumentParser(description="Run an experiment file's sweep (lr tuned on dev, then the reported seeds).")
     ap.add_argument("overrides", nargs="+", help="experiment=<name> and any Hydra overrides")
     a = _parse(ap, argv)
@@ -509,14 +537,35 @@ def main(argv: list[str] | None = None) -> int:
     if not exp:
         print("error: name the sweep: experiment=<name> (the files in conf/experiment/)", file=sys.stderr)
         return 2
+    name, extra = exp[0].split("=", 1)[1], tuple(o for o in a.overrides if o not in exp)
     try:
-        sw = Sweep(exp[0].split("=", 1)[1], records_dir=(a.out / "records") if a.out else None, out_dir=a.out,
-                   jobs=a.jobs, smoke=a.smoke, extra=tuple(o for o in a.overrides if o not in exp))
+        owner = None if extra else owning_step(name)
+        if owner is not None:  # its step writes the same CSV with the paper's extra rows / columns: one writer
+            cls, step = owner
+            log.info("experiment=%s is step %r of `python -m %s`, which writes results/%s/%s.csv: running that step",
+                     name, step, cls.__module__, cls.paper, step)
+            getattr(cls(a.smoke, a.out, a.jobs), step)()
+            return 0
+        sw = Sweep(name, records_dir=(a.out / "records") if a.out else None, out_dir=a.out, jobs=a.jobs,
+                   smoke=a.smoke, extra=extra, write=not extra)
         sw.run()
+        if extra:
+            log.info("with overrides %s the runs are recorded in %s/%s/%s and no CSV is written; `python -m "
+                     "common.aggregate --paper %s --experiment %s --records-dir %s --out FILE` gathers that folder",
+                     list(extra), sw.records_dir, sw.paper, sw.name, sw.paper, sw.name, sw.records_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except HydraException as e:  # an unknown experiment or a bad override: Hydra's message lists the valid names
+        print(f"error: {hydra_message(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def hydra_message(e: Exception) -> str:
+    """Hydra's composition error without its config search path (the valid options stay), plus its cause."""
+    text = str(e).split("\nConfig search path", 1)[0].strip()
+    return f"{text}: {e.__cause__}" if e.__cause__ is not None else text
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_grid_is_extended_past_the_edge_dev_picks_and_the_tuning_seed_is_not_rep
     import common.sweep as S
 
     sw = Sweep("calibration", records_dir=tmp_path / "rec", out_dir=tmp_path / "res", only_tasks=["stsb"])
-    sw.partial = False  # write the CSVs (a subset normally never does)
+    sw.writes = True  # write the CSVs (a subset normally never does)
     # dev improves with lr up to 8e-4: the grid 2.5e-5 .. 2e-4 must grow upwards twice (4e-4, 8e-4) and stop
     # once the best point is inside it (1.6e-3 scores lower)
     peak = 8e-4
@@ -136,12 +136,56 @@ def test_task_methods_limits_a_tasks_cells_and_rejects_names_outside_the_sweep()
         Sweep("ptv2_main", extra=("++sweep.task_methods={stsb: [lora]}",))
 
 
-def test_unknown_or_missing_experiment_is_a_clear_error():
+def test_unknown_or_missing_experiment_is_a_clear_error(tmp_path, capsys):
     from common.plan import main as plan_main
+    from common.sweep import main as sweep_main
 
     assert plan_main(["task=rte"]) == 2
     with pytest.raises(Exception):
         compose(["experiment=nope"])
+    for cli in (plan_main, sweep_main):  # one error line naming the valid experiments, no traceback, exit 2
+        args = ["experiment=nope"] + (["--out", str(tmp_path)] if cli is sweep_main else [])
+        assert cli(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "ptv2_main" in err and "Config search path" not in err
+    assert sweep_main(["experiment=ptv2_main", "trainer.epoch=3", "--out", str(tmp_path)]) == 2
+    assert "trainer.epoch" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_sweep_gathered_by_a_paper_step_of_its_name_runs_through_that_step(tmp_path, monkeypatch):
+    """`common.sweep experiment=ptv2_main` and `ptuning_v2.experiments main` both name results/ptuning_v2/main.csv;
+    the step's version has FT rows the bare sweep lacks, so the bare command runs the step (one writer)."""
+    import common.sweep as S
+    import ladder_side.experiments as lst
+    import ptuning_v2.experiments as ptv2
+
+    assert S.owning_step("ptv2_main") == (ptv2.Plan, "main")
+    assert S.owning_step("lst_cache") == (lst.Plan, "cache")
+    assert S.owning_step("lst_ft_long") is None  # LST's `longer` step gathers it, but writes longer.csv
+    assert S.owning_step("adapters_st") is None  # its step writes st.csv, the sweep adapters_st.csv
+    assert S.owning_step("calibration") is None  # common has no steps
+
+    calls = []
+    monkeypatch.setattr(ptv2.Plan, "main", lambda self: calls.append((self.smoke, self.results_root, self.jobs)))
+    monkeypatch.setattr(S.Sweep, "run", lambda self: pytest.fail("the bare sweep ran beside its step"))
+    assert S.main(["experiment=ptv2_main", "--smoke", "--out", str(tmp_path), "--jobs", "1"]) == 0
+    assert calls == [(True, tmp_path, 1)]
+
+
+def test_a_sweep_with_overrides_records_its_runs_but_writes_no_csv(tmp_path, monkeypatch):
+    import common.sweep as S
+
+    over = ("sweep.tasks=[rte]",)
+    sw = Sweep("calibration", records_dir=tmp_path / "records", out_dir=tmp_path, smoke=True, extra=over)
+    ran = []
+    fake = fake_records(sw, lambda lr: -abs(math.log(lr / 1e-4)))
+    monkeypatch.setattr(S, "run_all", lambda cfgs, jobs: (ran.extend(cfgs), fake(cfgs, jobs)))
+    assert S.main(["experiment=calibration", *over, "--out", str(tmp_path), "--smoke"]) == 0
+    assert ran and all(record_path(c).is_file() for c in ran)
+    assert not list(tmp_path.glob("common/*.csv"))  # neither calibration.csv nor its lr choice
+    sw.run()  # the class's default writes (the driver's own sweeps)
+    assert {p.name for p in tmp_path.glob("common/*.csv")} == {"calibration.csv", "calibration_lr_choice.csv"}
 
 
 def test_plan_predicts_from_lengths_and_throughput_and_marks_done_runs(tmp_path, monkeypatch, capsys):
@@ -264,7 +308,7 @@ def test_ft_row_reports_a_calibration_cell_at_its_longest_complete_re_run(tmp_pa
     plan = Plan(False, tmp_path, 1)
     cal = plan.sweep("calibration", only_tasks=["stsb"])
     monkeypatch.setattr(S, "run_all", fake_records(cal, lambda lr: -abs(math.log(lr / 1e-4))))
-    cal.partial = False
+    cal.writes = True
     cal.run()  # writes the lr choice the longer sweeps borrow (lr_from: common/calibration)
     ours = pd.DataFrame({"task": ["stsb"], "method": ["lora"]})
 
