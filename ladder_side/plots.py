@@ -189,10 +189,11 @@ def memory_accuracy_figure(s: pd.DataFrame, memory: pd.DataFrame, path: Path) ->
         for m, row in d.iterrows():
             if (t, _mem_key(m)) in mem.index:
                 x, y = mem.loc[(t, _mem_key(m)), "pct_of_ft"], row["median"] - d.loc["full_ft", "median"]
-                ax.scatter(x, y, color=colors.get(m))
+                ax.scatter(x, y, edgecolors=colors.get(m), facecolors="none" if row.still_improving else colors.get(m))
                 ax.annotate(LABEL.get(m, m), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axhline(0, color="gray", lw=0.5)
-    ax.set_title(f"ours ({', '.join(CLAIM_TASKS)}; dots) vs paper (T5-base GLUE; squares)", fontsize=9)
+    ax.set_title(f"ours ({', '.join(CLAIM_TASKS)}; dots, open: still improving) vs paper (T5-base GLUE; squares)",
+                 fontsize=8)
     ax.set_xlabel("training memory, % of FT's")
     ax.set_ylabel("score − FT's score (points)")
     fig.tight_layout()
