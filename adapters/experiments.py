@@ -86,7 +86,43 @@ class Plan(sweep.Steps):
         return df
 
     def fusion(self) -> pd.DataFrame:
+        self.restore_adapters()
         return self.run_and_write("fusion", "fusion.csv")
+
+    def restore_adapters(self) -> list[str]:
+        """Re-run the saved adapters fusion reads whose weights are gone, each from its own record's config.
+
+        The weights live in the scratch folder (``outputs/checkpoints``, not committed): a clean clone, or a new
+        machine, has ST-A's and the source adapters' records but not their adapters. Re-running a record's config
+        is the same run (same config, seed and run id), so its record is rewritten, not duplicated. Adapters with
+        no record yet are left to their own step (fusion's error names them). Returns the tasks re-run."""
+        from common.aggregate import load_records
+
+        from .fusion import find_adapter
+
+        m = self.sweep("fusion").base["method"]
+        froms = [m["adapters_from"]] if isinstance(m["adapters_from"], str) else list(m["adapters_from"])
+        missing = []
+        for ref in m["adapters"]:
+            try:
+                find_adapter(ref, froms, m["adapter_seed"])
+            except UserError:
+                missing.append(ref)
+        recs = [r for e in froms for r in load_records(self.records_dir / self.paper / e)]
+        cfgs = []
+        for ref in missing:
+            mine = [r for r in recs if r["task"] == ref and r["config"]["trainer"]["save_checkpoint"]
+                    and (m["adapter_seed"] is None or r["seed"] == m["adapter_seed"])]
+            if mine:  # several (an lr grid): the one fusion would pick, the best on dev
+                c = max(mine, key=lambda r: r["final"]["dev"][r["primary_metric"]])["config"]
+                threads = 1 if self.jobs > 1 else c["trainer"]["num_threads"]
+                cfgs.append({**c, "records_dir": str(self.records_dir), "force": True,
+                             "trainer": {**c["trainer"], "num_threads": threads}})
+        if cfgs:
+            log.info("fusion: re-running %d adapter(s) whose saved weights are gone: %s", len(cfgs),
+                     [c["task"]["name"] for c in cfgs])
+            run_all(cfgs, self.jobs)
+        return [c["task"]["name"] for c in cfgs]
 
     def mta(self) -> pd.DataFrame:
         """One joint run per reported seed (MT-A has no per-task lr: the adapters' lr, stated in the file)."""

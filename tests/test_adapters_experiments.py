@@ -1,6 +1,8 @@
 """The adapter experiment driver end to end at smoke scale (stage 1 -> fusion by task name -> attention; MT-A;
 the size trade-off), and the plots on its CSVs."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +41,21 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
         assert (d / f).stat().st_size > 0
     table = (d / "table1.md").read_text()
     assert "(76.82)" in table and "+5.8" in table  # the paper's RTE Fusion number and gain beside ours
+
+    # a new machine: the records are there, the saved adapters (scratch) are not; fusion re-runs them from their
+    # records (same run ids, rewritten in place) before it fuses
+    stage1 = sorted((out / "records" / "adapters").glob("adapters_s[tr]*/*.json"))
+    before = {p.name: json.loads(p.read_text())["final"]["test"] for p in stage1}
+    shutil.rmtree(tmp_path / "scratch" / "checkpoints")
+    shutil.rmtree(out / "records" / "adapters" / "adapters_fusion")
+    p = subprocess.run([sys.executable, "-m", "adapters.experiments", "fusion", "--smoke", "--jobs", "1", "--out", str(out)],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "re-running 2 adapter(s)" in p.stderr
+    after = {p.name: json.loads(p.read_text())["final"]["test"]
+             for p in sorted((out / "records" / "adapters").glob("adapters_s[tr]*/*.json"))}
+    assert after == before  # the same runs: no new record, the same scores (deterministic on one thread)
+    assert len(list((tmp_path / "scratch" / "checkpoints").glob("*/run.json"))) >= 3  # 2 adapters + fusion's own
 
 
 def test_fusion_scaling_recovers_a_linear_cost_and_flags_a_nonlinear_one():
