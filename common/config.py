@@ -50,6 +50,9 @@ class TrainerConfig:
     warmup_ratio: float = 0.06  # LoRA / RoBERTa's GLUE setting
     max_grad_norm: float = 1.0
     eval_every_steps: Optional[int] = None  # null = evaluate evals_per_epoch times per epoch
+    # evaluate this many times over the whole run, evenly spaced (null = per epoch); for tiny training sets,
+    # where one epoch is one or a few steps and per-epoch evaluation would let patience stop after a few steps
+    evals_per_run: Optional[int] = None
     evals_per_epoch: int = 1  # dev evaluations per epoch (evenly spaced; the last at the epoch's end)
     patience: Optional[int] = None  # stop after this many dev evaluations without a new best (null = never)
     head_lr: Optional[float] = None  # the task head's learning rate; null = the method's lr (method.lr)
@@ -119,9 +122,8 @@ class RunConfig:
 
 def register_configs() -> None:
     """Register the run schema and one schema per method (``/schema/method/<name>``)."""
-    from .methods import METHODS, load_plugins
-
     from .budgets import register_resolver
+    from .methods import METHODS, load_plugins
 
     load_plugins()
     register_resolver()

@@ -38,7 +38,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 # Options added after runs were recorded, with the value that reproduces the earlier behaviour: at that
 # value they stay out of the hash, so adding an option does not orphan the records made before it.
 NEUTRAL_WHEN_ADDED = {"trainer.length_penalty": 1.0, "trainer.no_repeat_ngram_size": 0,
-                      "trainer.label_smoothing": 0.0, "trainer.patience": None}
+                      "trainer.label_smoothing": 0.0, "trainer.patience": None, "trainer.evals_per_run": None}
 
 
 def run_id(cfg: dict) -> str:

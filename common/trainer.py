@@ -208,10 +208,12 @@ def param_groups(model: TaskModel, lr: float, cfg: TrainerConfig) -> list[dict]:
 
 
 def eval_schedule(per_epoch: int, total: int, cfg: TrainerConfig) -> set[int]:
-    """Optimiser steps after which dev is evaluated: every ``eval_every_steps``, or ``evals_per_epoch``
-    evenly spaced points per epoch (the last at the epoch's end); always after the final step."""
-    if cfg.eval_every_steps:
-        steps = set(range(cfg.eval_every_steps, total + 1, cfg.eval_every_steps))
+    """Optimiser steps after which dev is evaluated: every ``eval_every_steps``, ``evals_per_run`` evenly
+    spaced points over the run, or ``evals_per_epoch`` evenly spaced points per epoch (the last at the epoch's
+    end); always after the final step."""
+    every = cfg.eval_every_steps or (math.ceil(total / cfg.evals_per_run) if cfg.evals_per_run else None)
+    if every:
+        steps = set(range(every, total + 1, every))
     else:
         k = max(1, cfg.evals_per_epoch)
         steps = {e * per_epoch + math.ceil(per_epoch * j / k) for e in range(cfg.epochs) for j in range(1, k + 1)}

@@ -1,6 +1,7 @@
 """The recalibrated `small` scale: pooling, standardised regression targets, the head's own lr, dev
 evaluation schedule and convergence flag, batch orders that differ across seeds, budgets, the tokenised
 cache keyed by content."""
+import copy
 import itertools
 import random
 
@@ -118,6 +119,9 @@ def test_eval_schedule_spreads_evaluations_and_always_ends_with_the_last_step():
     assert eval_schedule(10, 30, TrainerConfig(epochs=3, evals_per_epoch=1)) == {10, 20, 30}
     assert eval_schedule(10, 20, TrainerConfig(epochs=2, evals_per_epoch=2)) == {5, 10, 15, 20}
     assert eval_schedule(10, 25, TrainerConfig(epochs=3, eval_every_steps=7)) == {7, 14, 21, 25}
+    # tiny sets: one step per epoch, evaluated 10 times over the run, not after every step
+    assert eval_schedule(1, 200, TrainerConfig(epochs=200, evals_per_run=10)) == set(range(20, 201, 20))
+    assert eval_schedule(11, 110, TrainerConfig(epochs=10, evals_per_run=4)) == {28, 56, 84, 110}
 
 
 def test_record_says_whether_the_last_evaluation_was_the_best(tmp_path):
@@ -166,6 +170,52 @@ def test_small_budgets_resolve_per_task_and_method():
         assert c["trainer"]["epochs"] * c["trainer"]["evals_per_epoch"] >= 10  # enough points to see a curve
     smoke = compose(["task=stsb", "scale=smoke"])
     assert smoke["data"]["max_train"] == 32 and smoke["trainer"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("task", ["cb", "pool/sick"])
+def test_tiny_training_sets_get_a_step_floor_and_evaluations_spread_over_the_run(task):
+    """CB (32 examples = 1 step per epoch) once trained 6 steps with patience counted per step; now >= 100 steps
+    for FT, twice that for frozen-backbone methods, and patience (in evaluations) spans a good part of the run."""
+    import math
+
+    from common.run import load_splits
+    from common.sweep import compose, task_overrides
+
+    for method, floor in (("full_ft", 100), ("adapter", 200), ("head_only", 200)):
+        cfg = compose([*task_overrides(task), f"method={method}"])
+        _, splits = load_splits(cfg)
+        t = cfg["trainer"]
+        steps = t["epochs"] * math.ceil(len(splits["train"]) / t["batch_size"])
+        assert steps >= floor, (task, method, steps)
+        evals = eval_schedule(math.ceil(len(splits["train"]) / t["batch_size"]), steps, TrainerConfig(**t))
+        assert 8 <= len(evals) <= 12
+        if t["patience"] is not None:
+            assert t["patience"] * steps / len(evals) >= 0.3 * steps
+
+
+def test_budget_keys_added_later_leave_other_tasks_run_ids_unchanged():
+    """``trainer.evals_per_run`` is null outside the tiny sets; a null must not change the committed run ids."""
+    from common.records import run_id
+    from common.sweep import compose
+
+    for task, method in (("stsb", "lora"), ("mrpc", "adapter"), ("rte", "full_ft")):
+        cfg = compose([f"task={task}", f"method={method}"])
+        assert cfg["trainer"]["evals_per_run"] is None
+        before = copy.deepcopy(cfg)
+        del before["trainer"]["evals_per_run"]
+        assert run_id(cfg) == run_id(before)
+    cb = compose(["task=cb", "method=adapter"])
+    assert run_id(cb) != run_id({**cb, "trainer": {**cb["trainer"], "evals_per_run": None}})
+
+
+def test_evals_per_run_sets_when_a_run_is_evaluated(tmp_path):
+    from common.run import run
+    from common.sweep import compose
+
+    # 32 examples at batch 8 = 4 steps per epoch, 24 steps: evaluated after steps 8, 16, 24
+    rec = run(compose(["scale=smoke", "model=tiny-bert", "method=bitfit", "trainer.epochs=6",
+                       "trainer.evals_per_run=3", f"records_dir={tmp_path}"]))
+    assert [h["step"] for h in rec["history"]] == [8, 16, 24]
 
 
 def test_token_cache_is_keyed_by_file_content(tmp_path, tokenizer):
