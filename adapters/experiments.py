@@ -90,38 +90,58 @@ class Plan(sweep.Steps):
         return self.run_and_write("fusion", "fusion.csv")
 
     def restore_adapters(self) -> list[str]:
-        """Re-run the saved adapters fusion reads whose weights are gone, each from its own record's config.
+        """Make the saved adapters fusion reads available, and publish them beside their records.
 
-        The weights live in the scratch folder (``outputs/checkpoints``, not committed): a clean clone, or a new
-        machine, has ST-A's and the source adapters' records but not their adapters. Re-running a record's config
-        is the same run (same config, seed and run id), so its record is rewritten, not duplicated. Adapters with
-        no record yet are left to their own step (fusion's error names them). Returns the tasks re-run."""
+        Training writes the weights to the scratch folder (``outputs/checkpoints``, not committed), so a clean
+        clone, or a new machine, has ST-A's and the source adapters' records but not their adapters. A missing
+        adapter is copied back from ``records/adapters/weights/<run id>/`` (committed: each ~0.5 MB) when it is
+        there, else re-run from its record's config (the same run: same config, seed and run id, so its record is
+        rewritten, not duplicated). Then every adapter fusion reads is copied there. Adapters with no record yet
+        are left to their own step (fusion's error names them). Returns the tasks re-run."""
+        import shutil
+
         from common.aggregate import load_records
+        from common.run import checkpoint_dir
 
         from .fusion import find_adapter
 
         m = self.sweep("fusion").base["method"]
         froms = [m["adapters_from"]] if isinstance(m["adapters_from"], str) else list(m["adapters_from"])
-        missing = []
-        for ref in m["adapters"]:
+        published = self.records_dir / self.paper / "weights"
+
+        def find(ref):
             try:
-                find_adapter(ref, froms, m["adapter_seed"])
+                return find_adapter(ref, froms, m["adapter_seed"])
             except UserError:
-                missing.append(ref)
+                return None
+
         recs = [r for e in froms for r in load_records(self.records_dir / self.paper / e)]
         cfgs = []
-        for ref in missing:
+        for ref in [r for r in m["adapters"] if find(r) is None]:
             mine = [r for r in recs if r["task"] == ref and r["config"]["trainer"]["save_checkpoint"]
                     and (m["adapter_seed"] is None or r["seed"] == m["adapter_seed"])]
-            if mine:  # several (an lr grid): the one fusion would pick, the best on dev
-                c = max(mine, key=lambda r: r["final"]["dev"][r["primary_metric"]])["config"]
-                threads = 1 if self.jobs > 1 else c["trainer"]["num_threads"]
-                cfgs.append({**c, "records_dir": str(self.records_dir), "force": True,
-                             "trainer": {**c["trainer"], "num_threads": threads}})
+            if not mine:
+                continue
+            rec = max(mine, key=lambda r: r["final"]["dev"][r["primary_metric"]])  # an lr grid: fusion's pick
+            if (published / rec["run_id"] / "trainable.safetensors").is_file():
+                shutil.copytree(published / rec["run_id"], checkpoint_dir(rec["run_id"]), dirs_exist_ok=True)
+                continue
+            c = rec["config"]
+            threads = 1 if self.jobs > 1 else c["trainer"]["num_threads"]
+            cfgs.append({**c, "records_dir": str(self.records_dir), "force": True,
+                         "trainer": {**c["trainer"], "num_threads": threads}})
         if cfgs:
             log.info("fusion: re-running %d adapter(s) whose saved weights are gone: %s", len(cfgs),
                      [c["task"]["name"] for c in cfgs])
             run_all(cfgs, self.jobs)
+        for ref in m["adapters"]:
+            folder = find(ref)
+            if folder is not None and not (published / folder.name / "trainable.safetensors").is_file():
+                tmp = published / f".{folder.name}.tmp"  # copied whole, then renamed: never half a folder
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(folder, tmp)
+                shutil.rmtree(published / folder.name, ignore_errors=True)
+                tmp.rename(published / folder.name)
         return [c["task"]["name"] for c in cfgs]
 
     def mta(self) -> pd.DataFrame:

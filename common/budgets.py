@@ -9,7 +9,8 @@ An experiment file may still override any of them (``data.max_train: 2000``); ``
 ``scale=paper`` replace them. How the numbers were chosen: full training sets where affordable (RTE,
 MRPC, STS-B, CoLA); SST-2 and CoNLL-2003 subsampled; epochs such that the dev curve has flattened
 (``still_improving`` in every run record says whether the best dev evaluation was the last one), with
-methods that freeze the backbone given more epochs than full fine-tuning. The calibration table
+methods that freeze the backbone given more epochs than full fine-tuning; tiny training sets (CB, SICK's pool)
+given a floor of optimiser steps and ``evals_per_run`` evaluations spread over the run. The calibration table
 (``results/common/calibration.csv``) checks that full fine-tuning lands near MiniLM's known scores.
 """
 from __future__ import annotations

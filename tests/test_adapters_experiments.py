@@ -42,19 +42,34 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     table = (d / "table1.md").read_text()
     assert "(76.82)" in table and "+5.8" in table  # the paper's RTE Fusion number and gain beside ours
 
-    # a new machine: the records are there, the saved adapters (scratch) are not; fusion re-runs them from their
-    # records (same run ids, rewritten in place) before it fuses
+    # fusion published the adapters it fused beside their records (committed; scratch is not)
+    weights = out / "records" / "adapters" / "weights"
+    assert len(list(weights.glob("*/trainable.safetensors"))) == 2
+
+    def fusion_on_a_new_machine():
+        shutil.rmtree(tmp_path / "scratch" / "checkpoints")
+        shutil.rmtree(out / "records" / "adapters" / "adapters_fusion")
+        r = subprocess.run([sys.executable, "-m", "adapters.experiments", "fusion", "--smoke", "--jobs", "1", "--out",
+                            str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stderr
+
     stage1 = sorted((out / "records" / "adapters").glob("adapters_s[tr]*/*.json"))
-    before = {p.name: json.loads(p.read_text())["final"]["test"] for p in stage1}
-    shutil.rmtree(tmp_path / "scratch" / "checkpoints")
-    shutil.rmtree(out / "records" / "adapters" / "adapters_fusion")
-    p = subprocess.run([sys.executable, "-m", "adapters.experiments", "fusion", "--smoke", "--jobs", "1", "--out", str(out)],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "re-running 2 adapter(s)" in p.stderr
-    after = {p.name: json.loads(p.read_text())["final"]["test"]
-             for p in sorted((out / "records" / "adapters").glob("adapters_s[tr]*/*.json"))}
+    before = {f.name: json.loads(f.read_text())["final"]["test"] for f in stage1}
+    fused_before = {f.name: json.loads(f.read_text())["final"]["test"]
+                    for f in (out / "records" / "adapters" / "adapters_fusion").glob("*.json")}
+    # the records and published weights are there, the scratch checkpoints are not: copied back, nothing re-run
+    assert "re-running" not in fusion_on_a_new_machine()
+    fused_after = {f.name: json.loads(f.read_text())["final"]["test"]
+                   for f in (out / "records" / "adapters" / "adapters_fusion").glob("*.json")}
+    assert fused_after == fused_before  # the same adapters fused: the same fusion runs and scores
+    # no published weights either: re-run from their records (same run ids, rewritten in place)
+    shutil.rmtree(weights)
+    assert "re-running 2 adapter(s)" in fusion_on_a_new_machine()
+    after = {f.name: json.loads(f.read_text())["final"]["test"]
+             for f in sorted((out / "records" / "adapters").glob("adapters_s[tr]*/*.json"))}
     assert after == before  # the same runs: no new record, the same scores (deterministic on one thread)
+    assert len(list(weights.glob("*/trainable.safetensors"))) == 2  # published again
     assert len(list((tmp_path / "scratch" / "checkpoints").glob("*/run.json"))) >= 3  # 2 adapters + fusion's own
 
 
