@@ -1,12 +1,13 @@
 """MT-A: multi-task adapters (AdapterFusion, Pfeiffer et al. 2021, §2.2, https://arxiv.org/abs/2005.00247).
 
 One Pfeiffer adapter and one head per task, all trained jointly in one run on batches that mix the tasks
-(each batch holds one task's examples and runs that task's adapter; tasks' shares of the steps follow their
-training-set sizes, :func:`common.multitask.interleaved_batches`). ``multitask.train_backbone`` decides whether
-the shared backbone is updated as well (recorded; default false: the backbone stays frozen, as in ST-A, so
-the per-task adapters can be fused afterwards exactly like ST-A ones). Model selection: the tasks' mean
-primary dev score. Each task gets a run record (experiment ``adapters_mt``) and, with a frozen backbone, a
-checkpoint in ST-A's format that ``method=adapter_fusion method.adapters_from=[adapters_mt]`` finds by name.
+(each batch holds one task's examples and runs that task's adapter; each task gets its own single-task step
+budget, epochs x batches per epoch, interleaved by :func:`common.multitask.interleaved_batches`).
+``multitask.train_backbone`` decides whether the shared backbone is updated as well (recorded; default false:
+the backbone stays frozen, as in ST-A, so the per-task adapters can be fused afterwards exactly like ST-A ones).
+Model selection: the tasks' mean primary dev score. Each task gets a run record (experiment ``adapters_mt``)
+and, with a frozen backbone, a checkpoint in ST-A's format that ``method=adapter_fusion
+method.adapters_from=[adapters_mt]`` finds by name.
 
     python -m adapters.mta experiment=adapters_mt seed=2                  # the experiment's task list
     python -m adapters.mta experiment=adapters_mt "multitask.tasks=[rte,mrpc]" scale=smoke model=tiny-bert
@@ -72,6 +73,14 @@ def task_configs(cfg: dict, overrides: list[str]) -> dict[str, dict]:
     return {t: compose([*rest, *task_overrides(t)]) for t in tasks}
 
 
+def step_budget(cfgs: dict[str, dict], sizes: dict[str, int], batch_size: int) -> tuple[int, dict[str, int]]:
+    """(total steps, epochs per task): each task trains as many steps as its own single-task budget (its epochs
+    x batches per epoch), so the joint run is the sum of them. Shares by size alone would give CB (32 examples,
+    one batch beside MRPC's 104) ~1 % of the steps, a handful in all."""
+    epochs = {t: c["trainer"]["epochs"] for t, c in cfgs.items()}
+    return sum(math.ceil(sizes[t] / batch_size) * epochs[t] for t in cfgs), epochs
+
+
 def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
     """Train the tasks' adapters jointly; write one record (and, backbone frozen, one checkpoint) per task."""
     t0, started = time.time(), datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -125,10 +134,11 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
     def evaluate_fn(task: TaskData, items: list[dict]) -> dict[str, float]:
         return evaluate(activate(task.name), items, task.extra["spec"], tok, tcfg, device)
 
-    steps = mt.get("steps") or sum(math.ceil(len(d.train) / tcfg.batch_size) * tcfg.epochs for d in data)
+    steps, epochs = step_budget(cfgs, {d.name: len(d.train) for d in data}, tcfg.batch_size)
+    steps = mt.get("steps") or steps
     stage = StageConfig(lr=method.lr, steps=steps, batch_size=tcfg.batch_size, eval_every=mt["eval_every"],
                         patience=mt.get("patience"), warmup_ratio=tcfg.warmup_ratio, weight_decay=tcfg.weight_decay,
-                        max_grad_norm=tcfg.max_grad_norm, eval_batch_size=tcfg.eval_batch_size)
+                        max_grad_norm=tcfg.max_grad_norm, eval_batch_size=tcfg.eval_batch_size, task_epochs=epochs)
     out = fit_multitask(joint, unique, data, loss_fn, evaluate_fn, stage, cfg["seed"])
     n_train, n_total = count_params(joint)
     recs = []

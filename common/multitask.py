@@ -44,6 +44,8 @@ class StageConfig:
     weight_decay: float = 0.0  # prompts and intrinsic vectors are not decayed towards zero
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
+    # epochs per task per round of interleaved batches (null = one each: shares of steps proportional to size)
+    task_epochs: Optional[dict] = None
 
     @classmethod
     def of(cls, section: dict) -> "StageConfig":
@@ -63,17 +65,20 @@ class TaskData:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def interleaved_batches(sizes: dict[str, int], batch_size: int, seed: int) -> Iterator[tuple[str, list[int]]]:
+def interleaved_batches(sizes: dict[str, int], batch_size: int, seed: int,
+                        epochs: Optional[dict[str, int]] = None) -> Iterator[tuple[str, list[int]]]:
     """Endless (task, example indices) batches. Each round shuffles every task's examples into batches
-    of one task, then shuffles all tasks' batches together: each example once per round, tasks mixed
-    step to step, each task's share of steps proportional to its size."""
+    of one task (``epochs[task]`` times; default once), then shuffles all tasks' batches together: each
+    example once per round and epoch, tasks mixed step to step, each task's share of steps proportional to
+    its size (times its epochs: with each task's single-task epochs, one round is every task's own budget)."""
     rng = random.Random(seed)
     while True:
         batches = []
         for name, n in sizes.items():
-            idx = list(range(n))
-            rng.shuffle(idx)
-            batches += [(name, idx[s:s + batch_size]) for s in range(0, n, batch_size)]
+            for _ in range((epochs or {}).get(name, 1)):
+                idx = list(range(n))
+                rng.shuffle(idx)
+                batches += [(name, idx[s:s + batch_size]) for s in range(0, n, batch_size)]
         rng.shuffle(batches)
         yield from batches
 
@@ -108,7 +113,7 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     by_name = {t.name: t for t in tasks}
-    stream = interleaved_batches({t.name: len(t.train) for t in tasks}, cfg.batch_size, seed)
+    stream = interleaved_batches({t.name: len(t.train) for t in tasks}, cfg.batch_size, seed, cfg.task_epochs)
     best = {"score": -math.inf, "step": 0, "dev": {}}
     best_state = {n: p.detach().clone() for n, p in trainable.items()}
     history, running, t0 = [], [], time.time()

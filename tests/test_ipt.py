@@ -71,6 +71,11 @@ def test_interleaved_batches_cover_each_example_once_per_round_and_mix_tasks():
     order = [next(mixed)[0] for _ in range(20)]  # one round: 5 batches per task
     switches = sum(x != y for x, y in itertools.pairwise(order))
     assert switches > 3 * 2, order  # task after task would switch 3 times
+    # epochs per round: b's examples three times in each round, a's once
+    stream = interleaved_batches({"a": 10, "b": 6}, batch_size=4, seed=0, epochs={"b": 3})
+    rnd = [next(stream) for _ in range(3 + 3 * 2)]
+    assert sorted(i for n, b in rnd if n == "b" for i in b) == sorted(list(range(6)) * 3)
+    assert sorted(i for n, b in rnd if n == "a" for i in b) == list(range(10))
 
 
 # ----------------------------------------------------------------------------- scorers

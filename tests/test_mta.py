@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from adapters.mta import main as mta_main
-from adapters.mta import run_mta, task_configs
+from adapters.mta import run_mta, step_budget, task_configs
 from common.errors import UserError
 from common.sweep import compose
 
@@ -45,6 +45,22 @@ def test_mta_trains_one_adapter_per_task_and_saves_st_a_checkpoints_that_reprodu
     fused = run(compose(["scale=smoke", "model=tiny-bert", "task=rte", "method=adapter_fusion", "seed=3",
                          f"records_dir={tmp_path}", "method.adapters=[rte,stsb]", "method.adapters_from=[adapters_mt]"]))
     assert fused["status"] == "completed"
+
+
+def test_mta_gives_each_task_its_single_task_step_budget():
+    """The experiment's targets at `small`: CB (32 examples, one batch) trains its 200 steps inside the joint
+    run, as in ST-A, not the ~1 % of MRPC's steps that shares by size would give it."""
+    from common.multitask import interleaved_batches
+
+    ov = ["experiment=adapters_mt"]
+    cfgs = task_configs(compose(ov), ov)
+    sizes = {"mrpc": 3301, "cb": 32}  # the training sets at `small` (test_scale loads CB's)
+    steps, epochs = step_budget(cfgs, sizes, 32)
+    own = {t: -(-sizes[t] // 32) * cfgs[t]["trainer"]["epochs"] for t in sizes}
+    assert steps == sum(own.values()) and own["cb"] >= 200
+    stream = interleaved_batches(sizes, 32, seed=2, epochs=epochs)
+    drawn = [next(stream)[0] for _ in range(steps)]
+    assert {t: drawn.count(t) for t in sizes} == own
 
 
 def test_mta_rejects_one_task_and_houlsby(tmp_path, capsys):
