@@ -99,8 +99,12 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
     set_seed(cfg["seed"])
     tok = load_tokenizer(cfg["model"]["name"], cfg["model"]["hub_id"])
     backbone = load_backbone(cfg["model"]["name"], cfg["model"]["hub_id"], tok)
+    if mt.get("train_backbone") and mt.get("backbone_lr") is None:
+        raise UserError("MT-A with multitask.train_backbone=true needs multitask.backbone_lr (the pretrained weights' "
+                        "lr, e.g. full fine-tuning's 5e-5): the adapters' lr (method.lr) would wreck the backbone")
     for p in backbone.parameters():
         p.requires_grad_(bool(mt.get("train_backbone")))
+    pretrained = {id(p) for p in backbone.parameters()}  # before the adapters are added
     switches = add_adapters(backbone, method, make=lambda d, m: TaskSwitch(
         [Adapter(d, m, method.non_linearity, method.init) for _ in names]))
     models, data = {}, []
@@ -139,7 +143,8 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
     stage = StageConfig(lr=method.lr, steps=steps, batch_size=tcfg.batch_size, eval_every=mt["eval_every"],
                         patience=mt.get("patience"), warmup_ratio=tcfg.warmup_ratio, weight_decay=tcfg.weight_decay,
                         max_grad_norm=tcfg.max_grad_norm, eval_batch_size=tcfg.eval_batch_size, task_epochs=epochs)
-    out = fit_multitask(joint, unique, data, loss_fn, evaluate_fn, stage, cfg["seed"])
+    lrs = {n: mt["backbone_lr"] for n, p in unique.items() if id(p) in pretrained} if mt.get("train_backbone") else None
+    out = fit_multitask(joint, unique, data, loss_fn, evaluate_fn, stage, cfg["seed"], lrs=lrs)
     n_train, n_total = count_params(joint)
     recs = []
     for i, task in enumerate(data):
@@ -161,8 +166,9 @@ def run_mta(cfg: dict, cfgs: dict[str, dict]) -> list[dict]:
                "git": records.git_state(), "environment": records.environment(), "device": str(device),
                "data_sizes": {"train": len(task.train), "dev": len(task.dev), "test": len(task.test)},
                "trainable_params": n_train, "total_params": n_total,
-               "multitask": {"tasks": names, "train_backbone": bool(mt.get("train_backbone")), "steps": out["steps"],
-                             "best_step": out["best"]["step"], "mean_dev": out["best"]["score"]},
+               "multitask": {"tasks": names, "train_backbone": bool(mt.get("train_backbone")),
+                             "backbone_lr": mt.get("backbone_lr") if mt.get("train_backbone") else None,
+                             "steps": out["steps"], "best_step": out["best"]["step"], "mean_dev": out["best"]["score"]},
                "steps": out["steps"], "best": {"step": out["best"]["step"]},
                "still_improving": out["still_improving"], "stopped_early": out["stopped_early"],
                "history": out["history"], "final": final, "pooling": model.pooling,

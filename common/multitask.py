@@ -90,7 +90,8 @@ def mean_primary(scores: dict[str, dict[str, float]], tasks: list[TaskData]) -> 
 def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: list[TaskData],
                   loss_fn: Callable[[TaskData, list[dict]], torch.Tensor],
                   evaluate_fn: Callable[[TaskData, list[dict]], dict[str, float]],
-                  cfg: StageConfig, seed: int, resume: Optional[Path] = None) -> dict:
+                  cfg: StageConfig, seed: int, resume: Optional[Path] = None,
+                  lrs: Optional[dict[str, float]] = None) -> dict:
     """Train ``trainable`` (and nothing else) for ``cfg.steps``; keep the best mean-dev checkpoint.
 
     Returns ``{"history", "best", "steps", "still_improving", "stopped_early", "resumed_at_step",
@@ -99,6 +100,7 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
     into ``trainable``. With ``resume`` (a file path), the whole training state is written there after every
     dev evaluation, and a run that finds the file continues from it exactly as if it had never stopped
     (same batches, dropout masks and optimiser state); the caller deletes the file once its record is written.
+    ``lrs`` gives some of ``trainable`` (by name) their own lr; the rest train at ``cfg.lr``.
     """
     if not tasks:
         raise UserError("no tasks to train on")
@@ -106,9 +108,15 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
     others = [n for n, p in model.named_parameters() if p.requires_grad and all(p is not q for q in params)]
     if others:
         raise ValueError(f"parameters outside the stage's trainable set require grad: {others[:5]}")
-    decayed = [p for p in params if p.ndim >= 2]
-    opt = torch.optim.AdamW([{"params": decayed, "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
+    own = {n for n in (lrs or {}) if n in trainable}  # parameters with their own lr (MT-A's backbone)
+    rest = [p for n, p in trainable.items() if n not in own]
+    groups = [{"params": [p for p in rest if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0}]
+    for lr in sorted({lrs[n] for n in own}):
+        ps = [trainable[n] for n in own if lrs[n] == lr]
+        groups += [{"params": [p for p in ps if p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     total, warmup = cfg.steps, math.ceil(cfg.warmup_ratio * cfg.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))

@@ -257,6 +257,27 @@ def test_fit_multitask_resumes_a_killed_run_exactly(tmp_path):
         _toy_fit(tmp_path / "b.pt", steps=10)
 
 
+def test_fit_multitask_gives_named_parameters_their_own_lr():
+    """MT-A's backbone trains at its own lr: at lr 0 it stays bit-identical while the rest moves."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 1)
+    model = torch.nn.Sequential(a, b)
+    xs = [{"x": torch.randn(3), "y": float(i % 2)} for i in range(8)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def loss_fn(t, batch):
+        x, y = torch.stack([e["x"] for e in batch]), torch.tensor([e["y"] for e in batch])
+        return ((model(x).squeeze(-1) - y) ** 2).mean()
+
+    fit_multitask(model, dict(model.named_parameters()), [TaskData("t", "neg_mse", xs, xs[:4])], loss_fn,
+                  lambda t, items: {"neg_mse": 0.0}, StageConfig(lr=0.05, steps=4, batch_size=4, eval_every=2,
+                                                                  weight_decay=0.1), seed=0,
+                  lrs={"0.weight": 0.0, "0.bias": 0.0})
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in ("0.weight", "0.bias"))
+    assert not any(torch.equal(before[n], after[n]) for n in ("1.weight", "1.bias"))
+
+
 def test_fit_multitask_refuses_parameters_outside_the_trainable_set():
     lin = torch.nn.Linear(2, 2)
     other = torch.nn.Parameter(torch.zeros(2))

@@ -66,10 +66,20 @@ def test_mta_gives_each_task_its_single_task_step_budget():
 def test_mta_rejects_one_task_and_houlsby(tmp_path, capsys):
     assert mta_main(_overrides(tmp_path, "multitask.tasks=[rte]")) == 2
     assert "at least two tasks" in capsys.readouterr().err
+    assert mta_main(_overrides(tmp_path, "multitask.train_backbone=true")) == 2
+    assert "multitask.backbone_lr" in capsys.readouterr().err
     ov = _overrides(tmp_path, "method.config=houlsby")
     cfg = compose(ov)
     with pytest.raises(UserError, match="Pfeiffer"):
         run_mta(cfg, task_configs(cfg, ov))
+
+
+def test_mta_with_the_backbone_trained_records_its_lr(tmp_path):
+    ov = _overrides(tmp_path, "multitask.train_backbone=true", "multitask.backbone_lr=1e-5")
+    cfg = compose(ov)
+    recs = run_mta(cfg, task_configs(cfg, ov))
+    assert all(r["multitask"]["train_backbone"] and r["multitask"]["backbone_lr"] == 1e-5 for r in recs)
+    assert recs[0]["trainable_params"] > 0.5 * recs[0]["total_params"]  # the backbone trains too
 
 
 def test_mta_plan_prices_one_joint_run_per_seed_and_reads_its_records(tmp_path):
