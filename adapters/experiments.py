@@ -17,7 +17,9 @@ saved adapters); ``attention`` needs ``fusion``'s saved checkpoints.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -26,6 +28,16 @@ from common.errors import UserError
 from common.sweep import run_all, write_frame
 
 log = logging.getLogger("adapters.experiments")
+
+
+def _copy_whole(src: Path, dst: Path) -> None:
+    """Copy a checkpoint folder to ``dst`` via a temporary sibling and a rename: an interrupted copy never
+    leaves half a folder that a later restore or ``find_adapter`` would take for a whole one."""
+    tmp = dst.parent / f".{dst.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
 
 
 class Plan(sweep.Steps):
@@ -98,8 +110,6 @@ class Plan(sweep.Steps):
         there, else re-run from its record's config (the same run: same config, seed and run id, so its record is
         rewritten, not duplicated). Then every adapter fusion reads is copied there. Adapters with no record yet
         are left to their own step (fusion's error names them). Returns the tasks re-run."""
-        import shutil
-
         from common.aggregate import load_records
         from common.run import checkpoint_dir
 
@@ -124,7 +134,7 @@ class Plan(sweep.Steps):
                 continue
             rec = max(mine, key=lambda r: r["final"]["dev"][r["primary_metric"]])  # an lr grid: fusion's pick
             if (published / rec["run_id"] / "trainable.safetensors").is_file():
-                shutil.copytree(published / rec["run_id"], checkpoint_dir(rec["run_id"]), dirs_exist_ok=True)
+                _copy_whole(published / rec["run_id"], checkpoint_dir(rec["run_id"]))
                 continue
             c = rec["config"]
             threads = 1 if self.jobs > 1 else c["trainer"]["num_threads"]
@@ -137,11 +147,7 @@ class Plan(sweep.Steps):
         for ref in m["adapters"]:
             folder = find(ref)
             if folder is not None and not (published / folder.name / "trainable.safetensors").is_file():
-                tmp = published / f".{folder.name}.tmp"  # copied whole, then renamed: never half a folder
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(folder, tmp)
-                shutil.rmtree(published / folder.name, ignore_errors=True)
-                tmp.rename(published / folder.name)
+                _copy_whole(folder, published / folder.name)
         return [c["task"]["name"] for c in cfgs]
 
     def mta(self) -> pd.DataFrame:

@@ -113,7 +113,7 @@ def fit_multitask(model: nn.Module, trainable: dict[str, nn.Parameter], tasks: l
     groups = [{"params": [p for p in rest if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0}]
     for lr in sorted({lrs[n] for n in own}):
-        ps = [trainable[n] for n in own if lrs[n] == lr]
+        ps = [p for n, p in trainable.items() if n in own and lrs[n] == lr]  # trainable's order: resume maps by index
         groups += [{"params": [p for p in ps if p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr": lr},
                    {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
