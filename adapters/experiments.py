@@ -162,7 +162,9 @@ class Plan(sweep.Steps):
             ov = [*base, f"seed={seed}", "trainer.num_threads=1" if self.jobs > 1 else "trainer.num_threads=null"]
             cfg = sweep.compose(ov)
             recs += run_mta(cfg, task_configs(cfg, ov))
+        backbone = {r["run_id"]: r["config"]["multitask"]["train_backbone"] for r in recs}
         df = to_frame(recs).assign(role="report", selected=True)
+        df["train_backbone"] = df.run_id.map(backbone)  # the table says which MT-A this is
         self.write(df, "mta.csv")
         return df
 

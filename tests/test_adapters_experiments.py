@@ -41,6 +41,8 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
         assert (d / f).stat().st_size > 0
     table = (d / "table1.md").read_text()
     assert "(76.82)" in table and "+5.8" in table  # the paper's RTE Fusion number and gain beside ours
+    # which MT-A ran is read from its records (the smoke one keeps the backbone frozen), not assumed
+    assert set(mta.train_backbone) == {False} and "backbone frozen" in table and "trained jointly (as" not in table
 
     # fusion published the adapters it fused beside their records (committed; scratch is not)
     weights = out / "records" / "adapters" / "weights"
