@@ -33,12 +33,14 @@ def mean_weights(model, items: list[dict], spec, pad_id: int, batch_size: int = 
 
 
 def fusion_attention(cfg: dict, rerun: Callable[[dict], object]) -> pd.DataFrame:
-    """Rows (task, layer, adapter, weight) for the fusion run ``cfg`` (re-run when its checkpoint is gone)."""
-    ckpt = checkpoint_dir(record_path(cfg).stem) / "trainable.safetensors"
+    """Rows (task, seed, run_id, layer, adapter, weight) for the fusion run ``cfg`` (re-run when its checkpoint is
+    gone)."""
+    run = record_path(cfg).stem
+    ckpt = checkpoint_dir(run) / "trainable.safetensors"
     if not ckpt.is_file():
         rerun({**cfg, "trainer": {**cfg["trainer"], "save_checkpoint": True}})
     spec, model, tok, items, _, method_cfg = prepare(cfg)
     load_trainable(model, ckpt)
     w = mean_weights(model, items["dev"], spec, tok.pad_token_id)
-    return pd.DataFrame([{"task": spec.name, "seed": cfg["seed"], "layer": i, "adapter": a, "weight": float(w[i, j])}
+    return pd.DataFrame([{"task": spec.name, "seed": cfg["seed"], "run_id": run, "layer": i, "adapter": a, "weight": float(w[i, j])}
                          for i in range(w.size(0)) for j, a in enumerate(method_cfg.adapters)])

@@ -12,7 +12,8 @@
 
 Each step is an experiment file's sweep (``conf/experiment/adapters_*.yaml``) run by :class:`common.sweep.Sweep`;
 finished runs are skipped, so an interrupted call resumes. ``fusion`` needs ``st`` and ``src`` (it fuses their
-saved adapters); ``attention`` needs ``fusion``'s saved checkpoints.
+saved adapters); ``attention`` reads ``fusion``'s saved checkpoints (scratch; a missing one is re-run) and keeps
+what it computed in ``attention.csv`` by run id, so it is computed once per fusion run, on whichever machine.
 """
 from __future__ import annotations
 
@@ -168,19 +169,34 @@ class Plan(sweep.Steps):
         self.write(df, "mta.csv")
         return df
 
-    def attention(self) -> pd.DataFrame:
+    def attention(self, done_only: bool = False) -> pd.DataFrame:
+        """Fusion weights of each target's first reported fusion run. ``attention.csv`` keeps them by run id, so a
+        run already there needs neither its checkpoint (scratch, lost with the machine) nor a re-run; a run whose
+        checkpoint is gone is re-run. ``done_only`` skips runs with no record yet (to call while fusion runs)."""
+        from common.records import record_path
+
         from . import analysis
 
         sw = self.sweep("fusion")
         lrs = sw.chosen(sw.tune(run=False))
+        path = self.out_dir / "attention.csv"
+        have = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["run_id"])
+        have = have if "run_id" in have else pd.DataFrame(columns=["run_id"])  # an older file: compute again
         rows = []
         for cell in sw.cells:
             if cell.key not in lrs:
                 raise UserError("no fusion lr chosen yet: run `python -m adapters.experiments fusion` first")
             cfg = sw.cfg(cell, sw.seeds[0], lrs[cell.key])
-            rows.append(analysis.fusion_attention(cfg, rerun=lambda c: run_all([{**c, "force": True}], 1)))
-        df = pd.concat(rows, ignore_index=True)
-        write_frame(df, self.out_dir / "attention.csv")
+            run = record_path(cfg).stem
+            if run in set(have.run_id):
+                rows.append(have[have.run_id == run])
+            elif not (done_only and not record_path(cfg).is_file()):
+                rows.append(analysis.fusion_attention(cfg, rerun=lambda c: run_all([{**c, "force": True}], 1)))
+                have = pd.concat([have[have.run_id != run], rows[-1]], ignore_index=True)
+                write_frame(have, path)  # kept as soon as computed: the checkpoint may not outlive the session
+        df = pd.concat(rows, ignore_index=True) if rows else have.iloc[:0]
+        if rows:
+            write_frame(df, path)
         return df
 
     def size(self) -> pd.DataFrame:

@@ -74,6 +74,25 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert len(list(weights.glob("*/trainable.safetensors"))) == 2  # published again
     assert len(list((tmp_path / "scratch" / "checkpoints").glob("*/run.json"))) >= 3  # 2 adapters + fusion's own
 
+    # attention.csv keeps each fusion run's weights by run id: with every checkpoint gone, nothing re-runs
+    att = pd.read_csv(d / "attention.csv")
+    shutil.rmtree(tmp_path / "scratch" / "checkpoints")
+    r = subprocess.run([sys.executable, "-m", "adapters.experiments", "attention", "--smoke", "--jobs", "1", "--out",
+                        str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0 and " runs (" not in r.stderr, r.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_csv(d / "attention.csv"), att)
+    # called while fusion runs: a target whose fusion run has no record yet is skipped (not run), the others kept
+    first, *rest = list(dict.fromkeys(att.task))
+    fused = out / "records" / "adapters" / "adapters_fusion"
+    (fused / f"{att[att.task == first].run_id.iloc[0]}.json").unlink()
+    kept = att[att.task != first].reset_index(drop=True)
+    kept.to_csv(d / "attention.csv", index=False)
+    code = f"from pathlib import Path; from adapters.experiments import Plan; Plan(True, Path({str(out)!r}), 1).attention(done_only=True)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(pd.read_csv(d / "attention.csv").task) == set(rest)  # smoke has one target: rest may be empty
+    assert not (fused / f"{att[att.task == first].run_id.iloc[0]}.json").exists()
+
 
 def test_fusion_scaling_recovers_a_linear_cost_and_flags_a_nonlinear_one():
     import pandas as pd
