@@ -32,6 +32,9 @@ def mean_weights(model, items: list[dict], spec, pad_id: int, batch_size: int = 
     return total / count[:, None]
 
 
+ATTENTION_COLUMNS = ["task", "seed", "run_id", "layer", "adapter", "weight"]
+
+
 def fusion_attention(cfg: dict, rerun: Callable[[dict], object]) -> pd.DataFrame:
     """Rows (task, seed, run_id, layer, adapter, weight) for the fusion run ``cfg`` (re-run when its checkpoint is
     gone)."""
@@ -42,5 +45,6 @@ def fusion_attention(cfg: dict, rerun: Callable[[dict], object]) -> pd.DataFrame
     spec, model, tok, items, _, method_cfg = prepare(cfg)
     load_trainable(model, ckpt)
     w = mean_weights(model, items["dev"], spec, tok.pad_token_id)
-    return pd.DataFrame([{"task": spec.name, "seed": cfg["seed"], "run_id": run, "layer": i, "adapter": a, "weight": float(w[i, j])}
-                         for i in range(w.size(0)) for j, a in enumerate(method_cfg.adapters)])
+    return pd.DataFrame([(spec.name, cfg["seed"], run, i, a, float(w[i, j]))
+                         for i in range(w.size(0)) for j, a in enumerate(method_cfg.adapters)],
+                        columns=ATTENTION_COLUMNS)

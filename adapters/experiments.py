@@ -194,7 +194,7 @@ class Plan(sweep.Steps):
                 rows.append(analysis.fusion_attention(cfg, rerun=lambda c: run_all([{**c, "force": True}], 1)))
                 have = pd.concat([have[have.run_id != run], rows[-1]], ignore_index=True)
                 write_frame(have, path)  # kept as soon as computed: the checkpoint may not outlive the session
-        df = pd.concat(rows, ignore_index=True) if rows else have.iloc[:0]
+        df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=analysis.ATTENTION_COLUMNS)
         if rows:
             write_frame(df, path)
         return df

@@ -87,9 +87,11 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     (fused / f"{att[att.task == first].run_id.iloc[0]}.json").unlink()
     kept = att[att.task != first].reset_index(drop=True)
     kept.to_csv(d / "attention.csv", index=False)
-    code = f"from pathlib import Path; from adapters.experiments import Plan; Plan(True, Path({str(out)!r}), 1).attention(done_only=True)"
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
+    code = ("from pathlib import Path; from adapters.experiments import Plan; print('columns:', "
+            f"list(Plan(True, Path({str(out)!r}), 1).attention(done_only=True).columns))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                       env=env)
+    assert r.returncode == 0 and "columns: ['task', 'seed', 'run_id'" in r.stdout, r.stderr[-3000:]
     assert set(pd.read_csv(d / "attention.csv").task) == set(rest)  # smoke has one target: rest may be empty
     assert not (fused / f"{att[att.task == first].run_id.iloc[0]}.json").exists()
 
