@@ -190,8 +190,25 @@ class _Joint(nn.Module):
 REPORT_SEEDS = (2, 3, 4)
 
 
-def plan_frame(overrides: list[str], seeds=REPORT_SEEDS, jobs: int = 2):
-    """One row per joint run (seed) in common.plan's format. The joint run's steps are the sum of the tasks'
+def shared_lr_override(overrides: list[str], results_root=None) -> list[str]:
+    """``method.lr=<ST-A's shared lr>`` unless ``overrides`` sets ``method.lr``: the lr the ``mta`` step of
+    ``adapters.experiments`` runs at (it is part of the run id, so a plan without it would miss finished runs).
+    Empty, with a warning, while ST-A has no lr choice yet (the plan then prices the file's lr)."""
+    if any(o.startswith("method.lr=") for o in overrides):
+        return []
+    from .experiments import Plan
+
+    try:
+        lr = Plan("scale=smoke" in overrides, results_root, 2).shared_st_lr()
+    except UserError as e:
+        log.warning("MT-A plan at the experiment file's lr: %s", e)
+        return []
+    return [f"method.lr={lr}"]
+
+
+def plan_frame(overrides: list[str], seeds=REPORT_SEEDS, jobs: int = 2, results_root=None):
+    """One row per joint run (seed) in common.plan's format, at the lr the ``mta`` step uses
+    (:func:`shared_lr_override`; ``results_root`` holds the ST-A records it reads). The joint run's steps are the sum of the tasks'
     own single-task budgets, so it is priced as the sum of the tasks' single-task runs
     (:func:`common.plan.predict`; their dev evaluations stand in for the joint run's, which evaluate every
     task every ``multitask.eval_every`` steps) less the start-up cost counted once per extra task. Measured:
@@ -203,6 +220,7 @@ def plan_frame(overrides: list[str], seeds=REPORT_SEEDS, jobs: int = 2):
     from common.sweep import compose
 
     tp, threads, rows = Throughput(), 1 if jobs > 1 else 2, []
+    overrides = [*overrides, *shared_lr_override(overrides, results_root)]
     for seed in seeds:
         ov = [*overrides, f"seed={seed}"]
         cfgs = task_configs(compose(ov), ov)

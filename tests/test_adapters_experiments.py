@@ -43,6 +43,12 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     assert "(76.82)" in table and "+5.8" in table  # the paper's RTE Fusion number and gain beside ours
     # which MT-A ran is read from its records (the smoke one keeps the backbone frozen), not assumed
     assert set(mta.train_backbone) == {False} and "backbone frozen" in table and "trained jointly (as" not in table
+    # the MT-A plan composes the run ids the mta step ran (at ST-A's shared lr): the finished seed counts as done
+    from adapters.mta import plan_frame
+
+    plan = plan_frame(["experiment=adapters_mt", f"records_dir={out / 'records'}", "scale=smoke", "model=tiny-bert",
+                       "multitask.tasks=[rte,cb]"], seeds=(2,), results_root=out)
+    assert list(plan.status) == ["done"] and plan.lr.iloc[0] == mta.lr.iloc[0]
 
     # fusion published the adapters it fused beside their records (committed; scratch is not)
     weights = out / "records" / "adapters" / "weights"
