@@ -208,8 +208,8 @@ def shared_lr_override(overrides: list[str], results_root=None) -> list[str]:
 
 def plan_frame(overrides: list[str], seeds=REPORT_SEEDS, jobs: int = 2, results_root=None):
     """One row per joint run (seed) in common.plan's format, at the lr the ``mta`` step uses
-    (:func:`shared_lr_override`; ``results_root`` holds the ST-A records it reads). The joint run's steps are the sum of the tasks'
-    own single-task budgets, so it is priced as the sum of the tasks' single-task runs
+    (:func:`shared_lr_override`; ``results_root`` holds the ST-A records it reads). The joint run's steps are the
+    sum of the tasks' own single-task budgets, so it is priced as the sum of the tasks' single-task runs
     (:func:`common.plan.predict`; their dev evaluations stand in for the joint run's, which evaluate every
     task every ``multitask.eval_every`` steps) less the start-up cost counted once per extra task. Measured:
     the last task record's wall time (the records share one run)."""
