@@ -2,7 +2,8 @@
 
     python -m adapters.experiments st          # ST-A on the target tasks MRPC, CB (lr on dev, seeds 2-4)
     python -m adapters.experiments src         # the source tasks' ST-A adapters (seed 2, ST-A's shared lr) for fusion
-    python -m adapters.experiments baselines   # head-only on the targets; FT on CB (MRPC: calibration)
+    python -m adapters.experiments longer      # FT on MRPC at 6 epochs (the calibration's 3 left runs still improving)
+    python -m adapters.experiments baselines   # head-only on the targets; FT on CB (MRPC: calibration, or `longer`)
     python -m adapters.experiments fusion      # AdapterFusion over the 10 adapters; table1.csv
     python -m adapters.experiments mta         # MT-A: the targets' adapters trained jointly (seeds 2-4, ST-A's shared lr)
     python -m adapters.experiments attention   # fusion weights per layer over the targets' dev sets
@@ -43,8 +44,9 @@ def _copy_whole(src: Path, dst: Path) -> None:
 
 class Plan(sweep.Steps):
     paper = "adapters"
-    experiments = {"st": "adapters_st", "src": "adapters_src", "baselines": "adapters_head", "fusion": "adapters_fusion",
-                   "mta": "adapters_mt", "attention": "adapters_fusion", "size": "adapters_size"}
+    experiments = {"st": "adapters_st", "src": "adapters_src", "longer": "adapters_ft_long", "baselines": "adapters_head",
+                   "fusion": "adapters_fusion", "mta": "adapters_mt", "attention": "adapters_fusion",
+                   "size": "adapters_size"}
 
     def sweep(self, step_or_experiment: str, **kw) -> sweep.Sweep:
         exp = self.experiments.get(step_or_experiment, step_or_experiment)
@@ -89,12 +91,26 @@ class Plan(sweep.Steps):
         self.write(df, "src.csv")
         return df
 
+    def longer(self) -> pd.DataFrame:
+        """FT on MRPC re-run at twice the calibration's epochs, at the calibration's dev-chosen lr; ``baselines`` and
+        ``size`` report these runs in place of the calibration's once all seeds are done (``FT_LONGER``)."""
+        cal = self.sweep("calibration", only_tasks=["mrpc"])
+        lrs = cal.chosen(cal.tune())  # from the calibration's records (its lr-choice CSV need not exist: --smoke)
+        lr = next(v for (task, method, _), v in lrs.items() if (task, method) == ("mrpc", "full_ft"))
+        df = self.sweep("longer", extra=(f"++sweep.fixed_lr.full_ft={lr}",)).run()  # the yaml's lr_from, as a value
+        self.write(df, "longer.csv")
+        return df
+
+    def ft(self, tasks: list[str]) -> pd.DataFrame:
+        """The calibration's FT runs on ``tasks``, each cell at its longest completed re-run (``longest_ft``)."""
+        return self.longest_ft(self.sweep("calibration", only_tasks=tasks).run().assign(source="common/calibration"))
+
     def baselines(self) -> pd.DataFrame:
         head = self.sweep("adapters_head").run()
         ft_cb = self.sweep("adapters_ft_cb").run()
-        ft = self.sweep("calibration", only_tasks=["mrpc"]).run()  # the targets with a calibration FT cell
+        ft = self.ft(["mrpc"])  # the targets with a calibration FT cell
         df = pd.concat([head.assign(source="adapters/adapters_head"), ft_cb.assign(source="adapters/adapters_ft_cb"),
-                        ft.assign(source="common/calibration")], ignore_index=True)
+                        ft], ignore_index=True)
         self.write(df, "baselines.csv")
         return df
 
@@ -203,8 +219,7 @@ class Plan(sweep.Steps):
         frames = []
         for exp in ("adapters_size", "adapters_topk", "adapters_ln"):
             frames.append(self.sweep(exp).run().assign(source=f"adapters/{exp}"))
-        ft = self.sweep("calibration", only_tasks=list(dict.fromkeys(frames[0].task))).run()
-        df = pd.concat([*frames, ft.assign(source="common/calibration")], ignore_index=True)
+        df = pd.concat([*frames, self.ft(list(dict.fromkeys(frames[0].task)))], ignore_index=True)
         self.write(df, "size.csv")
         return df
 

@@ -16,6 +16,7 @@ from common.paths import RESULTS_DIR
 from common.plots import (
     OPEN_NOTE,
     cell,
+    ft_longer_note,
     mark,
     mpl,
     primary,
@@ -71,6 +72,7 @@ def table1(df: pd.DataFrame) -> str:
     if "train_backbone" in df and df.column.eq("mt_a").any():  # our MT-A need not be the paper's: say which
         notes += [MTA_NOTES[bool(b)] for b in sorted(set(df[df.column == "mt_a"].train_backbone.dropna()))]
     notes.append("Fusion w/ MT-A was not run (compute budget).")
+    notes += [n for n in [ft_longer_note(df)] if n]
     return "\n".join(lines + ["", " ".join(notes), "", OPEN_NOTE])
 
 
@@ -218,6 +220,8 @@ def claims(t1: pd.DataFrame | None, size: pd.DataFrame | None) -> str:
             out.append(f"| {r.task} | {r.config} | {int(r.trainable_params):,} | {cell(r._asdict())} | "
                        f"{mark(f'{r.minus_ft:+.1f}', r.still_improving)} |")
         p = paper.TRADEOFF_MNLI
+        if note := ft_longer_note(size):
+            out += ["", note]
         out += ["", (f"Paper (MNLI-m, BERT-base): adapter size 64 (~2M parameters) {p['adapter_64_2M']}, top layers "
                      f"(~9M) {p['top_k_9M']}, full FT {p['ft']}.")]
         st = primary(t1[t1.column == "st_a"]) if t1 is not None and len(t1) else pd.DataFrame(columns=["task", "value"])

@@ -449,11 +449,14 @@ class Steps:
     def longest_ft(self, ft: pd.DataFrame) -> pd.DataFrame:
         """``ft`` (calibration runs) with every cell that an ``FT_LONGER`` sweep completed on all its seeds replaced
         by those runs, the longest such sweep winning; ``source`` says whose runs a row is. Only reads records:
-        the longer sweeps run in their own step (``python -m ladder_side.experiments longer``)."""
+        the longer sweeps run in their own steps (``python -m ladder_side.experiments longer``, ``python -m
+        adapters.experiments longer``)."""
         for exp in FT_LONGER:
+            tasks = [t for t in dict.fromkeys(ft.task) if t in compose([f"experiment={exp}"])["sweep"]["tasks"]]
+            if not tasks:
+                continue
             try:
-                sw = self.sweep(exp, only_tasks=[t for t in dict.fromkeys(ft.task)
-                                                 if t in compose([f"experiment={exp}"])["sweep"]["tasks"]])
+                sw = self.sweep(exp, only_tasks=tasks)
                 lg = sw.collect()
             except UserError:  # no such task in the sweep, or none of its runs done (here or in this results root)
                 continue
@@ -470,7 +473,7 @@ class Steps:
 
 # The calibration's FT cells that were re-run longer because a run was still improving at the calibration's cap
 # (experiment files, shorter first): every paper's FT row reports a cell's longest runs (Steps.longest_ft)
-FT_LONGER = ("lst_ft_long", "lst_ft_longer")
+FT_LONGER = ("lst_ft_long", "lst_ft_longer", "adapters_ft_long")
 
 
 def owning_step(experiment: str) -> tuple[type[Steps], str] | None:

@@ -32,6 +32,9 @@ def test_driver_writes_the_issue_csvs_and_plots(tmp_path):
     src, st_choice = pd.read_csv(d / "src.csv"), pd.read_csv(d / "adapters_st_lr_choice.csv")
     grid = {float(x) for g in st_choice.grid for x in str(g).split()}
     assert len(set(src.lr)) == 1 and set(src.lr) == set(mta.lr) and src.lr.iloc[0] in grid
+    longer = pd.read_csv(d / "longer.csv")  # FT on MRPC at twice the epochs, at the calibration's lr
+    cal = base[(base.method == "full_ft") & (base.task == "mrpc")]
+    assert set(longer.method) == {"full_ft"} and set(longer.lr) == set(cal[cal.role == "report"].lr)
     size = pd.read_csv(d / "size.csv")
     assert {"adapter", "top_k", "layernorm", "full_ft"} == set(size.method)
     p = subprocess.run([sys.executable, "-m", "adapters.plots", str(d)], cwd=REPO_ROOT, capture_output=True,

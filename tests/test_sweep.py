@@ -334,3 +334,29 @@ def test_ft_row_reports_a_calibration_cell_at_its_longest_complete_re_run(tmp_pa
     assert set(ft[ft.role == "tune"].source) == {"common/calibration"}
     assert "on stsb: the runs of ladder_side/ft_longer" in ft_longer_note(df)
     assert ft_longer_note(df[df.source == "common/calibration"]) == ""
+
+
+def test_adapters_ft_on_mrpc_is_the_longer_re_run_once_all_its_seeds_are_done(tmp_path, monkeypatch):
+    import common.sweep as S
+    from adapters.experiments import Plan
+
+    plan = Plan(False, tmp_path, 1)
+    cal = plan.sweep("calibration", only_tasks=["mrpc"])
+    monkeypatch.setattr(S, "run_all", fake_records(cal, lambda lr: -abs(math.log(lr / 1e-4))))
+    cal.writes = True
+    cal.run()
+    long = plan.sweep("longer")
+    cell = next(c for c in cal.cells if c.task == "mrpc")
+    assert long.base["trainer"]["epochs"] == 2 * cal.cfg(cell, 2, 1e-4)["trainer"]["epochs"] and long.seeds == [2, 3, 4]
+    assert set(plan.ft(["mrpc"]).source) == {"common/calibration"}  # STS-B's longer sweeps have no MRPC cell
+
+    def rerun(seeds):
+        fake_records(long, lambda lr: 0.0)([cfg for _, cfg in long.report_cfgs(long.chosen(long.tune(run=False)))
+                                            if cfg["seed"] in seeds], 1)
+
+    rerun({2, 3})
+    assert set(plan.ft(["mrpc"]).source) == {"common/calibration"}  # half re-run: the calibration's runs stay
+    rerun({4})
+    ft = plan.ft(["mrpc"])
+    assert set(ft[ft.role == "report"].source) == {"adapters/adapters_ft_long"}
+    assert set(ft[ft.role == "report"].seed) == {2, 3, 4} and set(ft[ft.role == "tune"].source) == {"common/calibration"}
