@@ -14,6 +14,7 @@ import pandas as pd
 
 from common.paths import RESULTS_DIR
 from common.plots import (
+    OPEN,
     OPEN_NOTE,
     cell,
     ft_longer_note,
@@ -122,13 +123,14 @@ def size_figure(s: pd.DataFrame, path: Path) -> None:
             if len(g):
                 ax.plot(g.trainable_params, g.minus_ft, style, label={"top_k": "top-k FT", "layernorm": "LayerNorm"}.get(
                     method, "Houlsby adapters"))
-                for x, y, c in zip(g.trainable_params, g.minus_ft, g.config):
-                    ax.annotate(c.split()[-1], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+                for x, y, c, o in zip(g.trainable_params, g.minus_ft, g.config, g.still_improving):
+                    ax.annotate(mark(c.split()[-1], o), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("trained parameters")
         ax.set_ylabel("score − FT score (test, median over seeds)")
-        ax.set_title(t)
+        ft_open = bool(s[(s.task == t) & (s.method == "full_ft")].still_improving.any())
+        ax.set_title(f"{t} (FT{OPEN}: still improving)" if ft_open else t)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
