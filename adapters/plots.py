@@ -137,6 +137,20 @@ def size_figure(s: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def longer_note(size: pd.DataFrame) -> str:
+    """A line naming the size trade-off's non-FT cells reported from a longer re-run (``Plan.SIZE_LONGER``)."""
+    if "source" not in size:
+        return ""
+    d = _selected(size)
+    d = d[(d.method != "full_ft") & d.source.astype(str).str.endswith("_long")]
+    cells = sorted({(m, str(st) if pd.notna(st) else "", src) for m, st, src in
+                    zip(d.method, d.get("setting", pd.Series(index=d.index, dtype=object)), d.source)})
+    if not cells:
+        return ""
+    return ("Run longer: " + "; ".join(f"{m} {st}: the runs of {src}".replace("  ", " ") for m, st, src in cells)
+            + " (the shorter run was still improving at its cap; the longer runs replace it).")
+
+
 FEW_PCT = 5.0  # "a few % of FT's parameters", for the size trade-off's rule (i)
 
 
@@ -222,8 +236,9 @@ def claims(t1: pd.DataFrame | None, size: pd.DataFrame | None) -> str:
             out.append(f"| {r.task} | {r.config} | {int(r.trainable_params):,} | {cell(r._asdict())} | "
                        f"{mark(f'{r.minus_ft:+.1f}', r.still_improving)} |")
         p = paper.TRADEOFF_MNLI
-        if note := ft_longer_note(size):
-            out += ["", note]
+        for note in (ft_longer_note(size), longer_note(size)):
+            if note:
+                out += ["", note]
         out += ["", (f"Paper (MNLI-m, BERT-base): adapter size 64 (~2M parameters) {p['adapter_64_2M']}, top layers "
                      f"(~9M) {p['top_k_9M']}, full FT {p['ft']}.")]
         st = primary(t1[t1.column == "st_a"]) if t1 is not None and len(t1) else pd.DataFrame(columns=["task", "value"])

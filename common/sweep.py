@@ -451,24 +451,34 @@ class Steps:
         by those runs, the longest such sweep winning; ``source`` says whose runs a row is. Only reads records:
         the longer sweeps run in their own steps (``python -m ladder_side.experiments longer``, ``python -m
         adapters.experiments longer``)."""
-        for exp in FT_LONGER:
-            tasks = [t for t in dict.fromkeys(ft.task) if t in compose([f"experiment={exp}"])["sweep"]["tasks"]]
+        return self.longest(ft, FT_LONGER)
+
+    def longest(self, df: pd.DataFrame, longer: tuple[str, ...]) -> pd.DataFrame:
+        """``df`` with the reported runs of every cell (task, method, setting) that a ``longer`` sweep completed on
+        all its seeds replaced by that sweep's, the last such sweep winning (list them shorter first); ``source``
+        says whose runs a row is, and the lr-tuning rows stay (the lr was chosen there). Only reads records."""
+        def cells_of(d: pd.DataFrame) -> list[tuple]:
+            setting = d["setting"].fillna("") if "setting" in d else pd.Series("", index=d.index)
+            return list(zip(d.task, d.method, setting))
+
+        for exp in longer:
+            tasks = [t for t in dict.fromkeys(df.task) if t in compose([f"experiment={exp}"])["sweep"]["tasks"]]
             if not tasks:
                 continue
             try:
                 sw = self.sweep(exp, only_tasks=tasks)
                 lg = sw.collect()
-            except UserError:  # no such task in the sweep, or none of its runs done (here or in this results root)
+            except UserError:  # none of its runs done (here or in this results root), or no lr to borrow yet
                 continue
             lg = lg[lg.role == "report"]
-            done = lg.groupby(["task", "method"]).seed.nunique()
+            done = pd.Series(cells_of(lg), index=lg.index).to_frame("cell").assign(seed=lg.seed)
+            done = done.groupby("cell").seed.nunique()
             cells = {c for c, n in done.items() if n == len(sw.seeds)}  # a cell half re-run keeps its shorter runs
             if cells:
-                # the reported runs are replaced; the calibration's lr-tuning runs stay (the lr was chosen there)
-                keep = [c not in cells or role != "report" for c, role in zip(zip(ft.task, ft.method), ft.role)]
-                new = lg[[c in cells for c in zip(lg.task, lg.method)]].assign(source=f"{sw.paper}/{sw.name}")
-                ft = pd.concat([ft[keep], new], ignore_index=True)
-        return ft
+                keep = [c not in cells or role != "report" for c, role in zip(cells_of(df), df.role)]
+                new = lg[[c in cells for c in cells_of(lg)]].assign(source=f"{sw.paper}/{sw.name}")
+                df = pd.concat([df[keep], new], ignore_index=True)
+        return df
 
 
 # The calibration's FT cells that were re-run longer because a run was still improving at the calibration's cap

@@ -360,3 +360,31 @@ def test_adapters_ft_on_mrpc_is_the_longer_re_run_once_all_its_seeds_are_done(tm
     ft = plan.ft(["mrpc"])
     assert set(ft[ft.role == "report"].source) == {"adapters/adapters_ft_long"}
     assert set(ft[ft.role == "report"].seed) == {2, 3, 4} and set(ft[ft.role == "tune"].source) == {"common/calibration"}
+
+
+def test_size_reports_a_top_k_cell_at_its_longer_re_run_and_keeps_the_other_cells(tmp_path, monkeypatch):
+    import common.sweep as S
+    from adapters.experiments import Plan
+    from adapters.plots import longer_note
+
+    plan = Plan(False, tmp_path, 1)
+    topk = plan.sweep("adapters_topk")
+    monkeypatch.setattr(S, "run_all", fake_records(topk, lambda lr: -abs(math.log(lr / 1e-4))))
+    df = topk.run().assign(source="adapters/adapters_topk")
+    longer = Plan.SIZE_LONGER["adapters_topk"]
+    assert set(plan.longest(df, longer).source) == {"adapters/adapters_topk"}  # not re-run yet: unchanged
+    long = plan.sweep(longer[0])
+    lrs = long.chosen(long.tune(run=False))
+    (cell, cfg), = long.report_cfgs(lrs)
+    short = next(c for _, c in topk.report_cfgs(topk.chosen(topk.tune(run=False)))
+                 if c["method"]["k"] == cfg["method"]["k"] and c["seed"] == cfg["seed"])
+    assert cfg["trainer"]["epochs"] == 2 * short["trainer"]["epochs"] and cfg["method"]["lr"] == short["method"]["lr"]
+    monkeypatch.setattr(S, "run_all", fake_records(long, lambda lr: 0.0))
+    long.run()
+    rep = plan.longest(df, longer)
+    rep = rep[rep.role == "report"]
+    k3 = S.setting_label(cell.setting)
+    assert len(rep) == len(df[df.role == "report"])  # one cell replaced, none added or lost
+    assert {s: src for s, src in zip(rep.setting, rep.source)} == {
+        s: ("adapters/adapters_topk_long" if s == k3 else "adapters/adapters_topk") for s in rep.setting}
+    assert "adapters/adapters_topk_long" in longer_note(rep) and longer_note(df) == ""
