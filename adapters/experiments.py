@@ -44,9 +44,9 @@ def _copy_whole(src: Path, dst: Path) -> None:
 
 class Plan(sweep.Steps):
     paper = "adapters"
-    experiments = {"st": "adapters_st", "src": "adapters_src", "longer": "adapters_ft_long", "baselines": "adapters_head",
-                   "fusion": "adapters_fusion", "mta": "adapters_mt", "attention": "adapters_fusion",
-                   "size": "adapters_size"}
+    experiments = {"st": "adapters_st", "src": "adapters_src", "longer": "adapters_ft_long",
+                   "baselines": "adapters_head", "fusion": "adapters_fusion", "mta": "adapters_mt",
+                   "attention": "adapters_fusion", "size": "adapters_size"}
 
     # size trade-off cells re-run longer because their run was still improving at its cap (experiment files, shorter
     # first): `size` runs them after the shorter sweep and reports a cell's longest complete runs (Steps.longest)

@@ -78,7 +78,10 @@ def ft_longer_note(df: pd.DataFrame) -> str:
     (``common.sweep.Steps.longest_ft``), "" when none."""
     if "source" not in df:
         return ""
-    ft = df[df.method.isin(["ft", "full_ft"]) & (df.role == "report") & (df.source != "common/calibration")]
+    # a longer re-run's experiment is named *_long / *_longer (common.sweep.FT_LONGER); FT from a task's own sweep
+    # (adapters' CB) is not a re-run of the calibration's cell
+    rerun = df.source.astype(str).str.contains(r"_long(?:er)?$")
+    ft = df[df.method.isin(["ft", "full_ft"]) & (df.role == "report") & rerun]
     cells = sorted({(t, s) for t, s in zip(ft.task, ft.source)})
     if not cells:
         return ""

@@ -334,6 +334,8 @@ def test_ft_row_reports_a_calibration_cell_at_its_longest_complete_re_run(tmp_pa
     assert set(ft[ft.role == "tune"].source) == {"common/calibration"}
     assert "on stsb: the runs of ladder_side/ft_longer" in ft_longer_note(df)
     assert ft_longer_note(df[df.source == "common/calibration"]) == ""
+    assert ft_longer_note(df.assign(source="adapters/adapters_ft_cb")) == ""  # FT's own sweep is not a re-run
+    assert all(compose([f"experiment={e}"])["experiment"].endswith(("_long", "_longer")) for e in S.FT_LONGER)
 
 
 def test_adapters_ft_on_mrpc_is_the_longer_re_run_once_all_its_seeds_are_done(tmp_path, monkeypatch):
@@ -359,7 +361,8 @@ def test_adapters_ft_on_mrpc_is_the_longer_re_run_once_all_its_seeds_are_done(tm
     rerun({4})
     ft = plan.ft(["mrpc"])
     assert set(ft[ft.role == "report"].source) == {"adapters/adapters_ft_long"}
-    assert set(ft[ft.role == "report"].seed) == {2, 3, 4} and set(ft[ft.role == "tune"].source) == {"common/calibration"}
+    assert set(ft[ft.role == "report"].seed) == {2, 3, 4}
+    assert set(ft[ft.role == "tune"].source) == {"common/calibration"}
 
 
 def test_size_reports_a_top_k_cell_at_its_longer_re_run_and_keeps_the_other_cells(tmp_path, monkeypatch):
