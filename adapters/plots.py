@@ -7,6 +7,7 @@ SuperGLUE: the official validation set); learning rates were chosen on dev.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -98,9 +99,17 @@ def attention_figure(att: pd.DataFrame, path: Path) -> None:
 def size_frame(size: pd.DataFrame) -> pd.DataFrame:
     """Per (task, configuration): median score, its distance to FT's median, and the trained parameters."""
     df = _selected(size)
+
+    def value(key: str) -> pd.Series:
+        """A setting's value per row: its column, else parsed from ``setting`` (a sweep with one setting, e.g. a
+        cell re-run longer, has no column for it)."""
+        col = df.get(key, pd.Series(index=df.index, dtype=float)).astype(float)
+        parsed = df.get("setting", pd.Series("", index=df.index)).astype(str).str.extract(
+            rf"(?:^|;\s*){re.escape(key)}=([0-9.eE+-]+)")[0].astype(float)
+        return col.fillna(parsed)
+
     label = []
-    for m, s, k in zip(df.method, df.get("method.size", pd.Series(index=df.index, dtype=object)),
-                       df.get("method.k", pd.Series(index=df.index, dtype=object))):
+    for m, s, k in zip(df.method, value("method.size"), value("method.k")):
         label.append({"adapter": f"adapter m={s:g}" if pd.notna(s) else "adapter", "top_k": f"top-{k:g}" if pd.notna(k)
                       else "top-k", "layernorm": "LayerNorm", "full_ft": "FT"}.get(m, m))
     df = df.assign(config=label)
@@ -108,7 +117,7 @@ def size_frame(size: pd.DataFrame) -> pd.DataFrame:
     params = df.groupby("config")["trainable_params"].median()
     s["trainable_params"] = s.config.map(params)
     ft = s[s.method == "full_ft"].set_index("task")["median"]
-    s["minus_ft"] = s["median"] - s.task.map(ft)
+    s["minus_ft"] = s["median"] - s.task.map(ft).astype(float)  # NaN where the task has no FT cell
     return s
 
 

@@ -368,7 +368,7 @@ def test_adapters_ft_on_mrpc_is_the_longer_re_run_once_all_its_seeds_are_done(tm
 def test_size_reports_a_top_k_cell_at_its_longer_re_run_and_keeps_the_other_cells(tmp_path, monkeypatch):
     import common.sweep as S
     from adapters.experiments import Plan
-    from adapters.plots import longer_note
+    from adapters.plots import longer_note, size_frame
 
     plan = Plan(False, tmp_path, 1)
     topk = plan.sweep("adapters_topk")
@@ -391,3 +391,5 @@ def test_size_reports_a_top_k_cell_at_its_longer_re_run_and_keeps_the_other_cell
     assert {s: src for s, src in zip(rep.setting, rep.source)} == {
         s: ("adapters/adapters_topk_long" if s == k3 else "adapters/adapters_topk") for s in rep.setting}
     assert "adapters/adapters_topk_long" in longer_note(rep) and longer_note(df) == ""
+    # the re-run's single setting has no column of its own: the label comes from its setting
+    assert set(size_frame(plan.longest(df, longer).assign(metric="accuracy")).config) == {f"top-{k}" for k in (1, 2, 3, 6)}
