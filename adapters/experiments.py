@@ -105,10 +105,6 @@ class Plan(sweep.Steps):
         self.write(df, "longer.csv")
         return df
 
-    def ft(self, tasks: list[str]) -> pd.DataFrame:
-        """The calibration's FT runs on ``tasks``, each cell at its longest completed re-run (``longest_ft``)."""
-        return self.longest_ft(self.sweep("calibration", only_tasks=tasks).run().assign(source="common/calibration"))
-
     def baselines(self) -> pd.DataFrame:
         head = self.sweep("adapters_head").run()
         ft_cb = self.sweep("adapters_ft_cb").run()
@@ -223,9 +219,10 @@ class Plan(sweep.Steps):
         frames = []
         for exp in ("adapters_size", "adapters_topk", "adapters_ln"):
             df = self.sweep(exp).run().assign(source=f"adapters/{exp}")
-            for long in self.SIZE_LONGER.get(exp, ()):
+            longer = self.SIZE_LONGER.get(exp, ())
+            for long in longer:
                 self.sweep(long).run()
-            frames.append(self.longest(df, self.SIZE_LONGER.get(exp, ())))
+            frames.append(self.longest(df, longer))
         df = pd.concat([*frames, self.ft(list(dict.fromkeys(frames[0].task)))], ignore_index=True)
         self.write(df, "size.csv")
         return df

@@ -7,7 +7,6 @@ SuperGLUE: the official validation set); learning rates were chosen on dev.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd
 
 from common.paths import RESULTS_DIR
 from common.plots import (
+    LONGER_SOURCE,
     OPEN,
     OPEN_NOTE,
     cell,
@@ -99,17 +99,9 @@ def attention_figure(att: pd.DataFrame, path: Path) -> None:
 def size_frame(size: pd.DataFrame) -> pd.DataFrame:
     """Per (task, configuration): median score, its distance to FT's median, and the trained parameters."""
     df = _selected(size)
-
-    def value(key: str) -> pd.Series:
-        """A setting's value per row: its column, else parsed from ``setting`` (a sweep with one setting, e.g. a
-        cell re-run longer, has no column for it)."""
-        col = df.get(key, pd.Series(index=df.index, dtype=float)).astype(float)
-        parsed = df.get("setting", pd.Series("", index=df.index)).astype(str).str.extract(
-            rf"(?:^|;\s*){re.escape(key)}=([0-9.eE+-]+)")[0].astype(float)
-        return col.fillna(parsed)
-
     label = []
-    for m, s, k in zip(df.method, value("method.size"), value("method.k")):
+    for m, s, k in zip(df.method, df.get("method.size", pd.Series(index=df.index, dtype=object)),
+                       df.get("method.k", pd.Series(index=df.index, dtype=object))):
         label.append({"adapter": f"adapter m={s:g}" if pd.notna(s) else "adapter", "top_k": f"top-{k:g}" if pd.notna(k)
                       else "top-k", "layernorm": "LayerNorm", "full_ft": "FT"}.get(m, m))
     df = df.assign(config=label)
@@ -151,7 +143,7 @@ def longer_note(size: pd.DataFrame) -> str:
     if "source" not in size:
         return ""
     d = _selected(size)
-    d = d[(d.method != "full_ft") & d.source.astype(str).str.endswith("_long")]
+    d = d[(d.method != "full_ft") & d.source.astype(str).str.contains(LONGER_SOURCE)]
     cells = sorted({(m, str(st) if pd.notna(st) else "", src) for m, st, src in
                     zip(d.method, d.get("setting", pd.Series(index=d.index, dtype=object)), d.source)})
     if not cells:

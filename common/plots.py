@@ -73,14 +73,18 @@ OPEN_NOTE = (f"{OPEN} = at least one run of the cell was still improving: its be
              "(no verdict is drawn from such a cell).")
 
 
+# the ``source`` of runs from a longer re-run of a cell: its experiment is named *_long / *_longer
+# (common.sweep.FT_LONGER, adapters.experiments.Plan.SIZE_LONGER)
+LONGER_SOURCE = r"_long(?:er)?$"
+
+
 def ft_longer_note(df: pd.DataFrame) -> str:
     """A line naming the FT cells whose reported runs are a longer re-run of the calibration's
     (``common.sweep.Steps.longest_ft``), "" when none."""
     if "source" not in df:
         return ""
-    # a longer re-run's experiment is named *_long / *_longer (common.sweep.FT_LONGER); FT from a task's own sweep
-    # (adapters' CB) is not a re-run of the calibration's cell
-    rerun = df.source.astype(str).str.contains(r"_long(?:er)?$")
+    # FT from a task's own sweep (adapters' CB) is not a re-run of the calibration's cell
+    rerun = df.source.astype(str).str.contains(LONGER_SOURCE)
     ft = df[df.method.isin(["ft", "full_ft"]) & (df.role == "report") & rerun]
     cells = sorted({(t, s) for t, s in zip(ft.task, ft.source)})
     if not cells:

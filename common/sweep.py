@@ -442,9 +442,13 @@ class Steps:
         """``df`` plus the calibration sweep's full fine-tuning runs on the same tasks (the FT row of the
         papers' tables: the same configs, run once), each cell at its longest runs (``longest_ft``). Runs
         whatever of the calibration is missing."""
-        tasks = list(dict.fromkeys(df.task))
-        ft = self.sweep("calibration", only_tasks=tasks).run().assign(source="common/calibration")
-        return pd.concat([self.longest_ft(ft), df.assign(source=f"{self.paper}/{experiment}")], ignore_index=True)
+        return pd.concat([self.ft(list(dict.fromkeys(df.task))), df.assign(source=f"{self.paper}/{experiment}")],
+                         ignore_index=True)
+
+    def ft(self, tasks: list[str]) -> pd.DataFrame:
+        """The calibration's FT runs on ``tasks`` (running whatever is missing), each cell at its longest complete
+        re-run (``longest_ft``)."""
+        return self.longest_ft(self.sweep("calibration", only_tasks=tasks).run().assign(source="common/calibration"))
 
     def longest_ft(self, ft: pd.DataFrame) -> pd.DataFrame:
         """``ft`` (calibration runs) with every cell that an ``FT_LONGER`` sweep completed on all its seeds replaced
@@ -471,12 +475,16 @@ class Steps:
             except UserError:  # none of its runs done (here or in this results root), or no lr to borrow yet
                 continue
             lg = lg[lg.role == "report"]
-            done = pd.Series(cells_of(lg), index=lg.index).to_frame("cell").assign(seed=lg.seed)
-            done = done.groupby("cell").seed.nunique()
+            done = lg.assign(cell=cells_of(lg)).groupby("cell").seed.nunique()
             cells = {c for c, n in done.items() if n == len(sw.seeds)}  # a cell half re-run keeps its shorter runs
             if cells:
                 keep = [c not in cells or role != "report" for c, role in zip(cells_of(df), df.role)]
                 new = lg[[c in cells for c in cells_of(lg)]].assign(source=f"{sw.paper}/{sw.name}")
+                # a sweep has a column per setting key only where its runs vary it: a re-run of one setting has none,
+                # so the replaced cells' keys that ``df`` has come from the settings themselves
+                settings = {setting_label(c.setting): c.setting for c in sw.cells}
+                for key in {k for st in settings.values() for k in st} & set(df.columns):
+                    new[key] = [settings[st].get(key) for st in new.setting]
                 df = pd.concat([df[keep], new], ignore_index=True)
         return df
 
